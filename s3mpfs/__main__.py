@@ -1,0 +1,3 @@
+from s3mpfs.cli import main
+
+raise SystemExit(main())

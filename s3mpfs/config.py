@@ -1,0 +1,99 @@
+"""Configuration: frozen dataclasses built by cli.py and validated here, once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# S3 rejects non-last parts smaller than 5 MiB (EntityTooSmall) and any part over 5 GiB.
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * GiB
+# S3 part numbers run 1..10,000 (same source).
+MAX_PARTS = 10_000
+# 8 MiB: the size mountpoint-s3 and s3transfer use; 10,000 of them reach 78 GiB.
+DEFAULT_PART_SIZE = 8 * MiB
+DEFAULT_UPLOAD_CONCURRENCY = 4
+# Bytes of parts queued or in flight across all open files. Each open file also holds one
+# filling buffer of part_size; that one is not counted here, so a writer can always proceed.
+DEFAULT_MEMORY_LIMIT = 256 * MiB
+
+
+class ConfigError(ValueError):
+    """Bad user input; the message is shown as is."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'8M', '8MiB', '8388608', '1g' -> bytes (binary units: K = 1024)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ConfigError(f"not a size: {text!r} (examples: 8M, 16MiB, 1G, 5242880)")
+    value, unit = int(m.group(1)), m.group(2).lower()
+    return value * {"": 1, "k": 1024, "m": MiB, "g": GiB, "t": 1024 * GiB}[unit]
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str
+    prefix: str = ""  # "" or ends with "/"
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    part_size: int = DEFAULT_PART_SIZE
+    concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
+    memory_limit: int = DEFAULT_MEMORY_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.part_size < MIN_PART_SIZE:
+            raise ConfigError(
+                f"--part-size {self.part_size} is below 5 MiB ({MIN_PART_SIZE} bytes), "
+                "S3's minimum size for every part but the last"
+            )
+        if self.part_size > MAX_PART_SIZE:
+            raise ConfigError(f"--part-size {self.part_size} is above S3's 5 GiB part limit")
+        if self.concurrency < 1:
+            raise ConfigError("--upload-concurrency must be at least 1")
+        if self.memory_limit < self.part_size:
+            raise ConfigError("--memory-limit must hold at least one part (--part-size)")
+
+    @property
+    def max_parts_in_memory(self) -> int:
+        return max(1, self.memory_limit // self.part_size)
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    s3: S3Config
+    mountpoint: str
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    foreground: bool = False
+    debug: bool = False
+    log_file: str | None = None
+    read_only: bool = False
+    fuse_options: tuple[str, ...] = ()
+    uid: int | None = None
+    gid: int | None = None
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,253}[a-z0-9]$")
+
+
+def parse_bucket(spec: str) -> tuple[str, str]:
+    """'bucket' or 'bucket:some/prefix' -> (bucket, 'some/prefix/')."""
+    bucket, _, prefix = spec.partition(":")
+    if not _BUCKET_RE.match(bucket):
+        raise ConfigError(
+            f"invalid bucket name {bucket!r}: 3-255 characters of a-z, 0-9, '.', '-', '_'"
+        )
+    prefix = prefix.strip("/")
+    return bucket, (prefix + "/") if prefix else ""

@@ -1,0 +1,170 @@
+"""pyfuse3 glue: unpack requests, call fs.Filesystem, pack replies. Nothing else.
+
+This is the only module that touches pyfuse3 types, and `_errors` is the only place an error
+becomes a FUSEError (mountpoint-s3's fuse.rs idea): FsError and StoreError carry their errno
+(errors.errno_for); anything unexpected is logged with its traceback and answered EIO rather
+than taking the daemon down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyfuse3
+
+from s3mpfs.errors import FsError, StoreError, errno_for
+from s3mpfs.fs import Filesystem, SetAttr
+from s3mpfs.inodes import Inode
+
+log = logging.getLogger(__name__)
+
+# st_blksize: `cp` writes in st_blksize units; 1 MiB is the kernel's largest FUSE write here
+# (libfuse3 sets max_pages=256), so one cp write() is one FUSE request.
+BLOCK_SIZE = 1024 * 1024
+
+
+@contextlib.contextmanager
+def _errors(op: str) -> Iterator[None]:
+    try:
+        yield
+    except pyfuse3.FUSEError:
+        raise
+    except FsError as exc:
+        log.debug("%s: %s", op, exc)
+        raise pyfuse3.FUSEError(exc.errno) from None
+    except StoreError as exc:
+        code = errno_for(exc)
+        level = logging.DEBUG if code == errno.ENOENT else logging.ERROR
+        log.log(level, "%s: %s", op, exc)
+        raise pyfuse3.FUSEError(code) from None
+    except Exception:
+        log.exception("%s: unexpected error", op)
+        raise pyfuse3.FUSEError(errno.EIO) from None
+
+
+def _name(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FsError(errno.EINVAL, "S3 keys are UTF-8; this name is not") from None
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, fs: Filesystem) -> None:
+        super().__init__()
+        self.fs = fs
+
+    def _attrs(self, inode: Inode) -> Any:
+        a = pyfuse3.EntryAttributes()
+        size = self.fs.size_of(inode)
+        a.st_ino = inode.ino
+        a.generation = 0
+        a.entry_timeout = a.attr_timeout = self.fs.opts.metadata_ttl
+        a.st_mode = inode.mode
+        a.st_nlink = 2 if inode.is_dir else 1
+        a.st_uid, a.st_gid = inode.uid, inode.gid
+        a.st_size = size
+        a.st_blksize = BLOCK_SIZE
+        a.st_blocks = (size + 511) // 512
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = inode.mtime_ns
+        return a
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
+        with _errors("lookup"):
+            return self._attrs(await self.fs.lookup(parent_inode, _name(name)))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        self.fs.forget(list(inode_list))
+
+    async def getattr(self, inode: int, ctx: Any = None) -> Any:
+        with _errors("getattr"):
+            return self._attrs(await self.fs.getattr(inode))
+
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
+                      ctx: Any) -> Any:
+        with _errors("setattr"):
+            change = SetAttr(
+                size=attr.st_size if fields.update_size else None,
+                mode=attr.st_mode if fields.update_mode else None,
+                uid=attr.st_uid if fields.update_uid else None,
+                gid=attr.st_gid if fields.update_gid else None,
+                mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            )
+            return self._attrs(await self.fs.setattr(inode, change, fh))
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        with _errors("opendir"):
+            return self.fs.opendir(inode)
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        with _errors("readdir"):
+            for index, (name, inode, counted) in enumerate(
+                    await self.fs.readdir(fh, start_id), start=start_id + 1):
+                if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode), index):
+                    break
+                if counted:
+                    self.fs.remember(inode)
+
+    async def releasedir(self, fh: int) -> None:
+        self.fs.releasedir(fh)
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
+        with _errors("mkdir"):
+            inode = await self.fs.mkdir(parent_inode, _name(name), mode, ctx.uid, ctx.gid)
+            return self._attrs(inode)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        with _errors("rmdir"):
+            await self.fs.rmdir(parent_inode, _name(name))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        with _errors("unlink"):
+            await self.fs.unlink(parent_inode, _name(name))
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[Any, Any]:
+        with _errors("create"):
+            inode, fh = await self.fs.create(parent_inode, _name(name), mode, ctx.uid, ctx.gid)
+            return pyfuse3.FileInfo(fh=fh), self._attrs(inode)
+
+    async def open(self, inode: int, flags: int, ctx: Any) -> Any:
+        with _errors("open"):
+            return pyfuse3.FileInfo(fh=await self.fs.open(inode, flags))
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        with _errors("read"):
+            return await self.fs.read(fh, off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        with _errors("write"):
+            return await self.fs.write(fh, off, buf)
+
+    async def flush(self, fh: int) -> None:
+        with _errors("flush"):
+            await self.fs.flush(fh)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        with _errors("fsync"):
+            await self.fs.fsync(fh)
+
+    async def release(self, fh: int) -> None:
+        with _errors("release"):
+            await self.fs.release(fh)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        log.error("rename is not supported yet")
+        raise pyfuse3.FUSEError(errno.ENOSYS)
+
+    async def statfs(self, ctx: Any) -> Any:
+        st = pyfuse3.StatvfsData()
+        for name, value in self.fs.statfs().items():
+            setattr(st, name, value)
+        return st

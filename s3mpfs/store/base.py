@@ -1,0 +1,92 @@
+"""The ObjectStore protocol: the only way the filesystem talks to S3.
+
+Two implementations stand behind it: boto.py (boto3 in trio worker threads, the real one) and
+memory.py (a dict with S3's multipart rules, for fast unit tests). tests/store/test_contract.py
+runs one suite against both so the fake stays honest.
+
+Every method raises errors.StoreError subclasses only; keys are full S3 keys (prefix included).
+Ranges are half-open [start, end). Every store counts its calls per operation in `counts`
+(S3 bills per request, so tests and the debug log look at these).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Data = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    mtime: float  # LastModified, seconds since the epoch
+    metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-*, HEAD only
+
+
+@dataclass(frozen=True)
+class ListPage:
+    objects: list[ObjectInfo]
+    prefixes: list[str]  # common prefixes, each ending in the delimiter
+    next_token: str | None  # None on the last page
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    key: str
+    upload_id: str
+    initiated: float
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    number: int
+    size: int
+    etag: str
+
+
+class ObjectStore(Protocol):
+    counts: Counter[str]
+
+    async def head(self, key: str) -> ObjectInfo: ...
+
+    async def list_page(
+        self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
+        max_keys: int = 1000,
+    ) -> ListPage: ...
+
+    async def get_range(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes: ...
+
+    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str]) -> str: ...
+
+    async def copy(
+        self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None,
+        src_etag: str | None = None,
+    ) -> str: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def create_upload(self, key: str, *, metadata: Mapping[str, str]) -> str: ...
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Data) -> str: ...
+
+    async def upload_part_copy(
+        self, key: str, upload_id: str, number: int, src_key: str, start: int, end: int,
+        *, src_etag: str | None = None,
+    ) -> str: ...
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> str: ...
+
+    async def abort_upload(self, key: str, upload_id: str) -> None: ...
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]: ...
+
+    async def list_uploads(self, prefix: str = "") -> list[UploadInfo]: ...

@@ -1,0 +1,260 @@
+"""BotoStore: the ObjectStore on boto3, each call in a trio worker thread.
+
+One boto3 client serves every thread (clients are thread-safe, sessions are not: boto/boto3#1592).
+Threads are bounded by one CapacityLimiter, and botocore's connection pool is sized to match it:
+with more requests than pooled connections, botocore queues them invisibly (its default is 10).
+
+botocore retries transient failures itself (retry mode "standard": 500/503, throttling,
+connection errors, with jittered backoff), so a request that raises here has failed for good.
+`_map_errors` is the one place botocore's exceptions become StoreError types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import trio
+
+from s3mpfs.config import S3Config
+from s3mpfs.errors import (
+    AccessDenied,
+    NoSuchBucket,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    Unreachable,
+)
+from s3mpfs.store.base import Data, ListPage, ObjectInfo, PartInfo, UploadInfo
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+           "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
+_UNREACHABLE = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+)
+_EXPLAIN = {
+    "InvalidAccessKeyId": "the access key id is not known to the server",
+    "SignatureDoesNotMatch": "the secret access key is wrong",
+    "AccessDenied": "access denied",
+    "403": "access denied (HTTP 403)",
+    "NoSuchBucket": "the bucket does not exist",
+}
+
+
+@contextlib.contextmanager
+def _map_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        text = f"{what}: {_EXPLAIN.get(code, code)}" if what else _EXPLAIN.get(code, code)
+        if err.get("Message") and code not in _EXPLAIN:
+            text += f" ({err['Message']})"
+        if code == "NoSuchBucket":
+            raise NoSuchBucket(text, code=code) from exc
+        if code in _NOT_FOUND or status == 404:
+            raise NotFound(text, code=code) from exc
+        if code in _DENIED or status == 403:
+            raise AccessDenied(text, code=code) from exc
+        if code in ("PreconditionFailed", "412") or status == 412:
+            raise PreconditionFailed(text, code=code) from exc
+        raise StoreError(text, code=code) from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise AccessDenied(f"{what}: no AWS credentials found".lstrip(": "),
+                           code="NoCredentials") from exc
+    except _UNREACHABLE as exc:
+        raise Unreachable(f"{what}: {exc}".lstrip(": "), code=type(exc).__name__) from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise StoreError(f"{what}: {exc}".lstrip(": "), code=type(exc).__name__) from exc
+
+
+def make_client(cfg: S3Config, *, max_connections: int = 32, retries: int = 5) -> Any:
+    session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
+    s3_opts: dict[str, Any] = {}
+    if cfg.endpoint_url:
+        # S3-compatible stores rarely resolve bucket.host names; path style always works.
+        s3_opts["addressing_style"] = "path"
+    conf = botocore.config.Config(
+        region_name=cfg.region or session.region_name or "us-east-1",
+        max_pool_connections=max_connections,
+        retries={"mode": "standard", "max_attempts": retries},
+        connect_timeout=10,
+        # A hung server must not hang close() forever; a part of 8 MiB takes well under 60 s.
+        read_timeout=60,
+        s3=s3_opts,  # type: ignore[arg-type]
+        # boto3 >= 1.36 adds trailing CRC32 checksums by default; Ceph 16 rejects those bodies
+        # and they cost CPU. Checksums are a separate, explicit choice (see README).
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return session.client("s3", endpoint_url=cfg.endpoint_url, config=conf)
+
+
+def _mtime(value: Any) -> float:
+    return float(value.timestamp()) if value is not None else time.time()
+
+
+class BotoStore:
+    def __init__(self, cfg: S3Config, *, threads: int = 32) -> None:
+        self.bucket = cfg.bucket
+        self.client = make_client(cfg, max_connections=threads)
+        self.limiter = trio.CapacityLimiter(threads)
+        self.counts: Counter[str] = Counter()
+
+    async def _call(self, op: str, what: str, fn: Callable[[], T]) -> T:
+        self.counts[op] += 1
+
+        def run() -> T:
+            with _map_errors(f"{op} {what}"):
+                return fn()
+
+        # Never abandon_on_cancel: a mutating S3 call must finish before we decide what it did.
+        return await trio.to_thread.run_sync(run, limiter=self.limiter)
+
+    def check_bucket(self) -> None:
+        """Synchronous start-up check: the bucket exists and these credentials may list it."""
+        with _map_errors(""):
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+
+    async def head(self, key: str) -> ObjectInfo:
+        r = await self._call(
+            "HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
+        )
+        return ObjectInfo(key, r["ContentLength"], r["ETag"], _mtime(r.get("LastModified")),
+                          dict(r.get("Metadata", {})))
+
+    async def list_page(
+        self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
+        max_keys: int = 1000,
+    ) -> ListPage:
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            kw["Delimiter"] = delimiter
+        if token:
+            kw["ContinuationToken"] = token
+        r = await self._call("ListObjectsV2", prefix, lambda: self.client.list_objects_v2(**kw))
+        objects = [ObjectInfo(o["Key"], o["Size"], o.get("ETag", ""), _mtime(o["LastModified"]))
+                   for o in r.get("Contents", [])]
+        prefixes = [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+        nxt = r.get("NextContinuationToken") if r.get("IsTruncated") else None
+        return ListPage(objects, prefixes, nxt)
+
+    async def get_range(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> bytes:
+        if end <= start:
+            return b""
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
+                              "Range": f"bytes={start}-{end - 1}"}
+        if if_match:
+            kw["IfMatch"] = if_match
+
+        def get() -> bytes:
+            body = self.client.get_object(**kw)["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+
+        return await self._call("GetObject", key, get)
+
+    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str]) -> str:
+        r = await self._call("PutObject", key, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, Metadata=dict(metadata)))
+        return str(r["ETag"])
+
+    async def copy(
+        self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None,
+        src_etag: str | None = None,
+    ) -> str:
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": dst_key,
+                              "CopySource": {"Bucket": self.bucket, "Key": src_key}}
+        if metadata is not None:
+            kw.update(Metadata=dict(metadata), MetadataDirective="REPLACE")
+        if src_etag:
+            kw["CopySourceIfMatch"] = src_etag
+        r = await self._call("CopyObject", f"{src_key} -> {dst_key}",
+                             lambda: self.client.copy_object(**kw))
+        return str(r["CopyObjectResult"]["ETag"])
+
+    async def delete(self, key: str) -> None:
+        await self._call("DeleteObject", key,
+                         lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    async def create_upload(self, key: str, *, metadata: Mapping[str, str]) -> str:
+        r = await self._call("CreateMultipartUpload", key,
+                             lambda: self.client.create_multipart_upload(
+                                 Bucket=self.bucket, Key=key, Metadata=dict(metadata)))
+        return str(r["UploadId"])
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Data) -> str:
+        r = await self._call("UploadPart", f"{key} part {number}", lambda: self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data))
+        return str(r["ETag"])
+
+    async def upload_part_copy(
+        self, key: str, upload_id: str, number: int, src_key: str, start: int, end: int,
+        *, src_etag: str | None = None,
+    ) -> str:
+        kw: dict[str, Any] = {
+            "Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+            "CopySource": {"Bucket": self.bucket, "Key": src_key},
+            "CopySourceRange": f"bytes={start}-{end - 1}",
+        }
+        if src_etag:
+            kw["CopySourceIfMatch"] = src_etag
+        r = await self._call("UploadPartCopy", f"{key} part {number}",
+                             lambda: self.client.upload_part_copy(**kw))
+        return str(r["CopyPartResult"]["ETag"])
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> str:
+        body = {"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]}
+        r = await self._call("CompleteMultipartUpload", key,
+                             lambda: self.client.complete_multipart_upload(
+                                 Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                 MultipartUpload=body))
+        return str(r["ETag"])
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await self._call("AbortMultipartUpload", key, lambda: self.client.abort_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id))
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        def run() -> list[PartInfo]:
+            out: list[PartInfo] = []
+            pager = self.client.get_paginator("list_parts")
+            for page in pager.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                out += [PartInfo(p["PartNumber"], p["Size"], p["ETag"])
+                        for p in page.get("Parts", [])]
+            return out
+
+        return await self._call("ListParts", key, run)
+
+    async def list_uploads(self, prefix: str = "") -> list[UploadInfo]:
+        def run() -> list[UploadInfo]:
+            out: list[UploadInfo] = []
+            pager = self.client.get_paginator("list_multipart_uploads")
+            for page in pager.paginate(Bucket=self.bucket, Prefix=prefix):
+                out += [UploadInfo(u["Key"], u["UploadId"], _mtime(u.get("Initiated")))
+                        for u in page.get("Uploads", [])]
+            return out
+
+        return await self._call("ListMultipartUploads", prefix, run)
