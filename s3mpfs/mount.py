@@ -108,7 +108,8 @@ def run(cfg: MountConfig) -> int:
     if not cfg.foreground:
         _daemonize()
         setup_logging(debug=cfg.debug, log_file=cfg.log_file, daemon=True)
-    log.info("mounted s3://%s/%s on %s", cfg.s3.bucket, cfg.s3.prefix, cfg.mountpoint)
+    log.info("mounted s3://%s/%s on %s (pid %d)", cfg.s3.bucket, cfg.s3.prefix,
+             cfg.mountpoint, os.getpid())
     try:
         trio.run(_serve, fs)
     except BaseException:

@@ -1,0 +1,34 @@
+"""FUSE tests drive a real mount with real programs; they need /dev/fuse (skipped with the
+reason where it is missing; CI has it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.s3proxy import S3Proxy
+from tests.helpers.servers import MotoServer, Mount
+
+
+@pytest.fixture
+def proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
+    """A counting, fault-injecting HTTP proxy in front of moto (its own process)."""
+    p = S3Proxy(moto_server.url)
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def proxied_mount(fuse: None, bucket: str, proxy: S3Proxy, tmp_path: Path) -> Iterator[Mount]:
+    """s3mpfs talking to moto through `proxy`; the exit code is not checked (faults)."""
+    m = Mount(bucket, tmp_path / "mnt", proxy.url, tmp_path / "s3mpfs.log")
+    try:
+        m.start()
+        yield m
+    finally:
+        m.unmount()
