@@ -26,7 +26,6 @@ flush and close on the handle with EIO, and leaves the previous object untouched
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -41,7 +40,7 @@ from s3mpfs.errors import FsError, NotFound
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
 from s3mpfs.inodes import Inode, InodeTable, Kind, join
 from s3mpfs.listing import DirEntry, list_dir, valid_name
-from s3mpfs.prefetch import Reader
+from s3mpfs.prefetch import ReadBudget, Reader
 from s3mpfs.store.base import ObjectInfo, ObjectStore
 from s3mpfs.upload import PartBudget, State, Upload
 
@@ -57,8 +56,11 @@ class FsOptions:
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     read_only: bool = False
-    # How long attributes learnt from S3 are trusted (and how long the kernel may cache them).
-    metadata_ttl: float = 1.0
+    # How long attributes and listings learnt from S3 are trusted (the kernel caches them as
+    # long); 0 asks S3 every time.
+    metadata_ttl: float = 5.0
+    # How long "no such name" is remembered; our own create/mkdir/rename forget it at once.
+    negative_ttl: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,14 @@ class Filesystem:
         self.handles = HandleTable()
         self.budget = PartBudget(self.opts.upload.max_parts_in_memory,
                                  keep_free=self.opts.upload.concurrency + 1)
+        self.read_budget = ReadBudget()  # prefetched bytes across all read handles
         self._nursery: trio.Nursery | None = None
+        # Complete directory listings by directory path: (valid until, name -> entry). They
+        # answer lookups (existence, file or directory) without requests while fresh.
+        self._listings: dict[str, tuple[float, dict[str, DirEntry]]] = {}
+        # Directories whose first listing page was not complete: lookups there probe by name.
+        self._big_dirs: dict[str, float] = {}
+        self._negative: dict[str, float] = {}
 
     def start(self, nursery: trio.Nursery) -> None:
         """Part uploads run as tasks in this nursery, which must outlive every handle."""
@@ -132,6 +141,12 @@ class Filesystem:
 
     # -- names ---------------------------------------------------------------------------
 
+    async def _head(self, path: str) -> ObjectInfo | None:
+        try:
+            return await self.store.head(self.opts.prefix + path)
+        except NotFound:
+            return None
+
     async def _stat_remote(self, path: str) -> tuple[ObjectInfo | None, bool]:
         """HEAD the file key and list the directory prefix, concurrently."""
         info: ObjectInfo | None = None
@@ -139,8 +154,7 @@ class Filesystem:
 
         async def head() -> None:
             nonlocal info
-            with contextlib.suppress(NotFound):
-                info = await self.store.head(self.opts.prefix + path)
+            info = await self._head(path)
 
         async def probe_dir() -> None:
             nonlocal is_dir
@@ -152,13 +166,78 @@ class Filesystem:
             n.start_soon(probe_dir)
         return info, is_dir
 
+    # Listings and the negative cache. Lookups are answered, cheapest first, by: an inode we
+    # know (being written, or fresh with its x-amz-meta), the parent's fresh complete listing
+    # (a name not in it does not exist; a file in it whose x-amz-meta we do not know costs one
+    # HEAD, so rsync sees the stored mtime), the negative cache, and otherwise HEAD + a prefix
+    # probe. A lookup miss in a directory without a listing lists its first page (one request)
+    # and keeps it when that page is the whole directory, so the many lookups of new names that
+    # cp -r, tar and rsync make cost nothing. ListObjectsV2 carries no x-amz-meta, so `ls -l`
+    # (readdirplus) shows listing attributes (LastModified as mtime) for objects this mount has
+    # not HEADed yet; metadata already learnt is kept while the ETag is unchanged.
+
+    def _listing(self, dir_path: str) -> dict[str, DirEntry] | None:
+        cached = self._listings.get(dir_path)
+        if cached is None or time.monotonic() >= cached[0]:
+            return None
+        return cached[1]
+
+    def _remember_listing(self, dir_path: str, entries: list[DirEntry]) -> None:
+        if self.opts.metadata_ttl > 0:
+            self._listings[dir_path] = (self._fresh(), {e.name: e for e in entries})
+            self._big_dirs.pop(dir_path, None)
+
+    def _note_created(self, path: str, entry: DirEntry) -> None:
+        self._negative.pop(path, None)
+        parent, _, name = path.rpartition("/")
+        listing = self._listing(parent)
+        if listing is not None:
+            listing[name] = entry
+
+    def _note_removed(self, path: str) -> None:
+        parent, _, name = path.rpartition("/")
+        listing = self._listing(parent)
+        if listing is not None:
+            listing.pop(name, None)
+        if self.opts.negative_ttl > 0:
+            self._negative[path] = time.monotonic() + self.opts.negative_ttl
+
+    async def _parent_listing(self, dir_path: str) -> dict[str, DirEntry] | None:
+        listing = self._listing(dir_path)
+        if listing is not None or self.opts.metadata_ttl <= 0:
+            return listing
+        if time.monotonic() < self._big_dirs.get(dir_path, 0.0):
+            return None
+        entries = await list_dir(self.store, self.dir_key(dir_path), max_pages=1)
+        if entries is None:
+            self._big_dirs[dir_path] = self._fresh()
+            return None
+        entries += self._pending_children(dir_path, {e.name for e in entries})
+        self._remember_listing(dir_path, entries)
+        return self._listing(dir_path)
+
     async def _resolve(self, path: str) -> Inode:
         """The inode for path, from memory while fresh or being written, else from S3."""
         inode = self.inodes.by_path(path)
+        now = time.monotonic()
         if inode is not None and (inode.writer is not None or inode.ino == 1
-                                  or time.monotonic() < inode.valid_until):
+                                  or (now < inode.valid_until and inode.meta_known)):
             return inode
-        info, is_dir = await self._stat_remote(path)
+        parent, _, name = path.rpartition("/")
+        listing = await self._parent_listing(parent)
+        if listing is not None:
+            entry = listing.get(name)
+            if entry is None:
+                raise FsError(errno.ENOENT)
+            inode = self._entry_inode(parent, entry)
+            if inode.is_dir or inode.meta_known:
+                return inode
+        elif now < self._negative.get(path, 0.0):
+            raise FsError(errno.ENOENT)
+        if listing is not None:  # a listed file whose x-amz-meta we do not know yet
+            info, is_dir = await self._head(path), False
+        else:
+            info, is_dir = await self._stat_remote(path)
         if is_dir:
             if info is not None:
                 log.warning("%r is both an object and a prefix; showing the directory", path)
@@ -167,6 +246,7 @@ class Filesystem:
             inode = self.inodes.upsert(path, Kind.FILE)
             self._set_file_info(inode, info)
         else:
+            self._note_removed(path)
             raise FsError(errno.ENOENT)
         inode.valid_until = self._fresh()
         return inode
@@ -193,7 +273,7 @@ class Filesystem:
     async def getattr(self, ino: int) -> Inode:
         inode = self._inode(ino)
         if (not inode.is_dir and inode.writer is None and inode.open_handles == 0
-                and time.monotonic() >= inode.valid_until and inode.etag is not None):
+                and time.monotonic() >= inode.valid_until):
             try:
                 self._set_file_info(inode, await self.store.head(self.key(inode)))
                 inode.valid_until = self._fresh()
@@ -272,29 +352,35 @@ class Filesystem:
                 out.append(fixed[index])
                 continue
             entry = handle.entries[index - 2]
-            out.append((entry.name, self._entry_inode(handle.inode, entry), True))
+            out.append((entry.name, self._entry_inode(handle.inode.path, entry), True))
         return out
 
     async def _list(self, inode: Inode) -> list[DirEntry]:
         entries = await list_dir(self.store, self.dir_key(inode.path))
-        names = {e.name for e in entries}
-        # Files being written are not in S3 yet, but ls must show them.
-        for child in self.inodes.children(inode.path):
-            name = child.path.rpartition("/")[2]
-            if name not in names and child.writer is not None:
-                entries.append(DirEntry(name, child.kind, self.size_of(child)))
+        assert entries is not None
+        entries += self._pending_children(inode.path, {e.name for e in entries})
         entries.sort(key=lambda e: e.name)
+        self._remember_listing(inode.path, entries)
         return entries
 
-    def _entry_inode(self, parent: Inode, entry: DirEntry) -> Inode:
-        inode = self.inodes.upsert(join(parent.path, entry.name), entry.kind)
-        if (entry.kind is Kind.FILE and inode.writer is None
-                and (entry.etag != inode.etag or inode.etag is None)):
-            # Listings carry size, ETag and LastModified, not x-amz-meta-*: a changed object
-            # gets listing attributes until a lookup HEADs it.
+    def _pending_children(self, dir_path: str, listed: set[str]) -> list[DirEntry]:
+        """Files being written are not in S3 yet, but ls must show them."""
+        out = []
+        for child in self.inodes.children(dir_path):
+            name = child.path.rpartition("/")[2]
+            if name not in listed and child.writer is not None:
+                out.append(DirEntry(name, child.kind, self.size_of(child)))
+        return out
+
+    def _entry_inode(self, parent_path: str, entry: DirEntry) -> Inode:
+        inode = self.inodes.upsert(join(parent_path, entry.name), entry.kind)
+        if entry.kind is Kind.FILE and inode.writer is None and (
+                entry.etag != inode.etag or inode.etag is None):
+            # A new or changed object: listing attributes until a lookup HEADs it.
             inode.size, inode.etag = entry.size, entry.etag
             inode.mtime_ns = int(entry.mtime * 1e9)
-            inode.valid_until = 0.0
+            inode.meta_known = False
+        inode.valid_until = self._fresh()
         return inode
 
     def releasedir(self, fh: int) -> None:
@@ -314,6 +400,8 @@ class Filesystem:
         await self.store.put(self.dir_key(path), b"", metadata=inode.metadata())
         inode.valid_until = self._fresh()
         inode.lookups += 1
+        self._note_created(path, DirEntry(name, Kind.DIR))
+        self._remember_listing(path, [])  # a new directory is empty: lookups there are free
         return inode
 
     async def _exists(self, path: str) -> bool:
@@ -338,6 +426,8 @@ class Filesystem:
         if others or page.prefixes or pending:
             raise FsError(errno.ENOTEMPTY)
         await self.store.delete(dir_key)
+        self._note_removed(inode.path)
+        self._listings.pop(inode.path, None)
         self.inodes.unlink(inode)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
@@ -351,6 +441,7 @@ class Filesystem:
                 await handle.upload.discard()
         await self.store.delete(self.key(inode))
         inode.writer = None
+        self._note_removed(inode.path)
         self.inodes.unlink(inode)
 
     # -- files ---------------------------------------------------------------------------
@@ -363,8 +454,10 @@ class Filesystem:
         inode = self.inodes.upsert(path, Kind.FILE)
         inode.mode, inode.uid, inode.gid = stat.S_IFREG | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns, inode.size, inode.etag = time.time_ns(), 0, None
+        inode.meta_known = True
         fh = self._open_writer(inode)
         inode.lookups += 1
+        self._note_created(path, DirEntry(name, Kind.FILE))
         return inode, fh
 
     def _open_writer(self, inode: Inode) -> FileHandleT:
@@ -385,7 +478,8 @@ class Filesystem:
             if inode.etag is None:
                 self._set_file_info(inode, await self.store.head(self.key(inode)))
             inode.open_handles += 1
-            reader = Reader(self.store, self.key(inode), inode.etag, inode.size)
+            reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
+                            nursery=self._nursery, budget=self.read_budget)
             return self.handles.add(ReadHandle(inode, reader))
         self._writable()
         if not flags & os.O_TRUNC and self.size_of(inode) > 0:
@@ -438,6 +532,8 @@ class Filesystem:
             sent = upload.metadata_sent or {}
             inode.apply_metadata(sent)
             inode.valid_until = self._fresh()
+            self._note_created(inode.path, DirEntry(
+                inode.path.rpartition("/")[2], Kind.FILE, inode.size, time.time(), etag))
             if inode.meta_changed:
                 await self._store_metadata(inode)
 
@@ -448,6 +544,8 @@ class Filesystem:
         try:
             if isinstance(handle, WriteHandle):
                 await self._release_writer(handle)
+            elif isinstance(handle, ReadHandle):
+                await handle.reader.close()  # cancels its prefetch GETs
         finally:
             self.inodes.release(handle.inode)
 

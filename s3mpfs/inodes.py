@@ -47,6 +47,9 @@ class Inode:
     valid_until: float = 0.0  # monotonic time until which S3 need not be asked again
     writer: Upload | None = None  # the upload stat reports on while the file is written
     meta_changed: bool = False  # chmod/chown/utimens after the metadata went to S3
+    # True once x-amz-meta-* of the current object is known (HEAD, or our own write);
+    # listings alone give size, ETag and LastModified only.
+    meta_known: bool = False
 
     @property
     def is_dir(self) -> bool:
@@ -60,6 +63,7 @@ class Inode:
 
     def apply_metadata(self, meta: Mapping[str, str]) -> None:
         """Take mode/uid/gid/mtime from x-amz-meta-*; ignore what is absent or malformed."""
+        self.meta_known = True
         try:
             mode = int(meta["mode"])
             wanted = stat.S_IFDIR if self.is_dir else stat.S_IFREG

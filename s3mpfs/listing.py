@@ -31,12 +31,18 @@ def valid_name(name: str) -> bool:
     return name not in ("", ".", "..") and len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
 
 
-async def list_dir(store: ObjectStore, dir_key: str) -> list[DirEntry]:
+async def list_dir(store: ObjectStore, dir_key: str,
+                   max_pages: int | None = None) -> list[DirEntry] | None:
     """Every entry directly below dir_key ("" or ending in "/"), sorted by name, no duplicates.
-    A name that is both a file and a prefix is listed once, as a directory."""
+    A name that is both a file and a prefix is listed once, as a directory. With max_pages,
+    None when the directory has more pages than that."""
     entries: dict[str, DirEntry] = {}
     token: str | None = None
+    pages = 0
     while True:
+        if max_pages is not None and pages == max_pages:
+            return None
+        pages += 1
         page = await store.list_page(dir_key, token=token)
         for p in page.prefixes:
             name = p[len(dir_key):-1]

@@ -84,7 +84,7 @@ def _map_errors(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {exc}".lstrip(": "), code=type(exc).__name__) from exc
 
 
-def make_client(cfg: S3Config, *, max_connections: int = 32, retries: int = 5) -> Any:
+def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 5) -> Any:
     session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
     s3_opts: dict[str, Any] = {}
     if cfg.endpoint_url:
@@ -93,7 +93,7 @@ def make_client(cfg: S3Config, *, max_connections: int = 32, retries: int = 5) -
     conf = botocore.config.Config(
         region_name=cfg.region or session.region_name or "us-east-1",
         max_pool_connections=max_connections,
-        retries={"mode": "standard", "max_attempts": retries},
+        retries={"mode": "standard", "total_max_attempts": attempts},
         connect_timeout=10,
         # A hung server must not hang close() forever; a part of 8 MiB takes well under 60 s.
         read_timeout=60,
