@@ -1,7 +1,11 @@
 """Command line -> MountConfig. No logic beyond parsing and validation.
 
 `-o` takes FUSE mount options and s3mpfs options alike (`-o allow_other,part_size=16M`), which
-is how mount(8) and fstab hand options to a FUSE helper; fstab-only words are ignored.
+is how mount(8) and fstab hand options to a FUSE helper. mount.fuse3 (what `mount -t
+fuse.s3mpfs` and fstab run) calls `s3mpfs SOURCE MOUNTPOINT -o OPTS`, where OPTS are the
+fstab options minus the words it handles itself (user, nouser, users, auto, noauto, _netdev,
+nofail, setuid=, drop_privileges), with "rw" first (from mount(8)) and "dev,suid" appended
+unless nodev/nosuid was given. So every generic mount flag libfuse knows is accepted here.
 """
 
 from __future__ import annotations
@@ -19,35 +23,70 @@ from s3mpfs.config import (
     S3Config,
     UploadConfig,
     parse_bucket,
+    parse_mode,
     parse_size,
 )
 
-# Passed through to FUSE / the kernel as they are.
+# Passed through to FUSE / the kernel as they are (libfuse's lib/mount.c knows them all).
 FUSE_FLAGS = {"allow_other", "allow_root", "auto_unmount", "default_permissions", "nodev",
-              "nosuid", "dev", "suid", "exec", "noexec", "noatime", "atime", "dirsync"}
-FUSE_VALUED = {"fsname", "subtype", "max_read"}
-# Words fstab / mount(8) / systemd put in the option string for themselves.
+              "nosuid", "dev", "suid", "exec", "noexec", "noatime", "atime", "dirsync",
+              "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
+              "nostrictatime", "lazytime", "nolazytime"}
+FUSE_VALUED = {"fsname", "subtype", "max_read", "context", "fscontext", "defcontext",
+               "rootcontext"}
+# Words fstab / mount(8) / systemd put in the option string for themselves; "nonempty" is
+# libfuse2's (libfuse3 always mounts over a non-empty directory).
 IGNORED = {"_netdev", "noauto", "auto", "nofail", "user", "users", "defaults", "rw", "sync",
-           "async", "nouser"}
+           "async", "nouser", "nonempty"}
+IGNORED_PREFIXES = ("x-", "comment=", "user=")
+# Understood by mount.fuse3 only; reaching s3mpfs means it was run directly.
+MOUNT_FUSE3_ONLY = ("setuid=", "drop_privileges")
 # -o names that mean an s3mpfs option (dash or underscore spelling both work).
 S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concurrency",
-                 "memory_limit", "log_file", "uid", "gid"}
-S3MPFS_FLAGS = {"foreground", "debug", "read_only"}
+                 "memory_limit", "log_file", "uid", "gid", "file_mode", "dir_mode", "umask"}
+S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd"}
+
+USAGE = """s3mpfs BUCKET[:PREFIX] MOUNTPOINT [options]
+       s3mpfs status MOUNTPOINT [--json]
+       s3mpfs --version | --help"""
+
+EPILOG = """\
+commands:
+  s3mpfs BUCKET MOUNTPOINT   mount; returns once the mount is live (exit 0), or prints why
+                             it cannot (exit 1; 2 for a bad command line)
+  s3mpfs status MOUNTPOINT   list the uploads in progress on a mount (--json for the raw
+                             data); "status" means this only when MOUNTPOINT is an s3mpfs
+                             mount point; `s3mpfs --status MOUNTPOINT` always does
+  getfattr -n user.s3mpfs.progress FILE
+                             progress of one file being written
+
+Credentials come from the AWS chain (AWS_* environment variables, ~/.aws/credentials and
+config, --profile, instance roles); never on the command line. Unmount with
+`fusermount3 -u MOUNTPOINT` (or SIGTERM): files still open are aborted, never stored partly.
+
+examples:
+  s3mpfs mybucket:backups /mnt/backups
+  s3mpfs mybucket /mnt/x --endpoint-url http://127.0.0.1:9000 -o allow_other
+  mount -t fuse.s3mpfs mybucket /mnt/x -o _netdev,allow_other,part_size=16M
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="s3mpfs",
+        usage=USAGE,
         description="Mount an S3 bucket; files written into it stream to S3 as multipart "
                     "uploads while they are written, and are complete objects on close().",
-        epilog="Credentials come from the AWS chain (environment, ~/.aws, instance roles). "
-               "Example: s3mpfs mybucket:backups /mnt/backups",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("bucket", metavar="BUCKET[:PREFIX]", help="bucket, optionally a key prefix")
-    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing empty directory")
+    p.add_argument("bucket", metavar="BUCKET[:PREFIX]",
+                   help="bucket, optionally followed by a key prefix to mount only that")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
     p.add_argument("--version", action="version", version=f"s3mpfs {__version__}")
     s3 = p.add_argument_group("S3 connection")
-    s3.add_argument("--endpoint-url", help="S3-compatible endpoint (uses path-style addressing)")
+    s3.add_argument("--endpoint-url", metavar="URL",
+                    help="S3-compatible endpoint (uses path-style addressing)")
     s3.add_argument("--region", help="AWS region (default: from the AWS config, else us-east-1)")
     s3.add_argument("--profile", help="AWS profile from ~/.aws/config and credentials")
     up = p.add_argument_group("uploads")
@@ -60,16 +99,42 @@ def _parser() -> argparse.ArgumentParser:
     mnt = p.add_argument_group("mount")
     mnt.add_argument("-f", "--foreground", action="store_true",
                      help="stay in the foreground (default: daemonise once mounted)")
-    mnt.add_argument("--read-only", action="store_true", help="refuse every write (EROFS)")
-    mnt.add_argument("--uid", type=int, help="owner of objects without metadata")
-    mnt.add_argument("--gid", type=int, help="group of objects without metadata")
     mnt.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                     help="mount options: FUSE ones (allow_other, ro, ...) and any s3mpfs "
-                          "option by name (endpoint_url=..., part_size=16M)")
+                     help="mount options: FUSE and generic ones (allow_other, ro, rw, "
+                          "auto_unmount, nodev, noexec, ...), any s3mpfs option by name "
+                          "(endpoint_url=..., part_size=16M, uid=, gid=, umask=, file_mode=, "
+                          "dir_mode=, debug, log_file=...); fstab words (_netdev, noauto, "
+                          "nofail, x-systemd.*, ...) are ignored")
+    perm = p.add_argument_group(
+        "permissions",
+        "Without -o allow_other only the mounting user (and nobody else, not even root) can "
+        "use the mount. The kernel checks modes and owners (default_permissions is always "
+        "on). Objects keep the mode/uid/gid stored in their x-amz-meta-* headers; these "
+        "options apply to objects without them.")
+    perm.add_argument("--read-only", action="store_true",
+                      help="refuse every change with EROFS (also -o ro)")
+    perm.add_argument("--uid", type=int, help="owner of objects without metadata "
+                      "(default: the mounting user; also -o uid=N)")
+    perm.add_argument("--gid", type=int, help="group of objects without metadata "
+                      "(default: the mounting user's group; also -o gid=N)")
+    perm.add_argument("--file-mode", metavar="MODE",
+                      help="permissions of files without metadata, octal; default 0644 "
+                           "(also -o file_mode=MODE)")
+    perm.add_argument("--dir-mode", metavar="MODE",
+                      help="permissions of directories without metadata, octal; default 0755 "
+                           "(also -o dir_mode=MODE)")
+    perm.add_argument("--umask", metavar="MASK",
+                      help="sets both defaults: files 0666 & ~MASK, directories 0777 & ~MASK "
+                           "(also -o umask=MASK); --file-mode/--dir-mode win")
     logs = p.add_argument_group("logging")
-    logs.add_argument("--debug", action="store_true", help="log every request")
+    logs.add_argument("--debug", action="store_true",
+                      help="also log every S3 request (operation, key, status, duration)")
     logs.add_argument("--log-file", metavar="PATH", help="log here (default: stderr in the "
                       "foreground, syslog when daemonised)")
+    logs.add_argument("--systemd", action="store_true",
+                      help="run as a systemd service: stay in the foreground, log to stderr "
+                           "with journald priority prefixes; automatic when NOTIFY_SOCKET is "
+                           "set or stderr is the journal (JOURNAL_STREAM)")
     return p
 
 
@@ -79,9 +144,12 @@ def _apply_o(args: argparse.Namespace) -> list[str]:
         for item in filter(None, (s.strip() for s in group.split(","))):
             name, eq, value = item.partition("=")
             key = name.replace("-", "_")
-            if name in IGNORED or name.startswith(("x-systemd.", "comment=")):
+            if name in IGNORED or item.startswith(IGNORED_PREFIXES):
                 continue
-            if name == "ro":
+            if item.startswith(MOUNT_FUSE3_ONLY):
+                raise ConfigError(f"-o {item} is handled by mount.fuse3 (mount -t fuse.s3mpfs "
+                                  "or fstab), not by s3mpfs itself")
+            if name == "ro" and not eq:
                 args.read_only = True
             elif key in S3MPFS_FLAGS and not eq:
                 setattr(args, key, True)
@@ -96,6 +164,16 @@ def _apply_o(args: argparse.Namespace) -> list[str]:
     return fuse
 
 
+def _modes(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    file_mode = parse_mode(args.file_mode) if args.file_mode else None
+    dir_mode = parse_mode(args.dir_mode) if args.dir_mode else None
+    if args.umask:
+        mask = parse_mode(args.umask)
+        file_mode = 0o666 & ~mask if file_mode is None else file_mode
+        dir_mode = 0o777 & ~mask if dir_mode is None else dir_mode
+    return file_mode, dir_mode
+
+
 def parse_args(argv: list[str]) -> MountConfig:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -105,18 +183,26 @@ def parse_args(argv: list[str]) -> MountConfig:
         upload = UploadConfig(part_size=parse_size(args.part_size),
                               concurrency=int(args.upload_concurrency),
                               memory_limit=parse_size(args.memory_limit))
+        file_mode, dir_mode = _modes(args)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     return MountConfig(
         s3=S3Config(bucket, prefix, args.endpoint_url, args.region, args.profile),
-        mountpoint=args.mountpoint, upload=upload, foreground=args.foreground,
+        mountpoint=args.mountpoint, upload=upload,
+        foreground=args.foreground or args.systemd,
         debug=args.debug, log_file=args.log_file, read_only=args.read_only,
         fuse_options=tuple(fuse_options), uid=args.uid, gid=args.gid,
+        file_mode=file_mode, dir_mode=dir_mode, systemd=args.systemd,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    from s3mpfs import status
+
+    if status.wants_status(args):
+        return status.main(args[1:])
+    cfg = parse_args(args)
     from s3mpfs.mount import run  # imported late: --help works without pyfuse3's libfuse
 
     return run(cfg)

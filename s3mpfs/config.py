@@ -83,6 +83,20 @@ class MountConfig:
     fuse_options: tuple[str, ...] = ()
     uid: int | None = None
     gid: int | None = None
+    # Permission bits of objects and directories that carry no x-amz-meta-mode.
+    file_mode: int | None = None
+    dir_mode: int | None = None
+    # Run as a systemd service: stay in the foreground, log to stderr with journald's <N>
+    # priority prefixes (also chosen automatically under systemd: see logs.py).
+    systemd: bool = False
+
+
+def parse_mode(text: str) -> int:
+    """'0640', '640', '0o640' -> 0o640: permission bits in octal, as chmod takes them."""
+    digits = text.strip().lower().removeprefix("0o")
+    if not re.fullmatch(r"[0-7]{1,4}", digits):
+        raise ConfigError(f"not an octal mode: {text!r} (examples: 0644, 0750)")
+    return int(digits, 8)
 
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,253}[a-z0-9]$")

@@ -35,18 +35,31 @@ from dataclasses import dataclass, field
 
 import trio
 
+from s3mpfs import xattrs
 from s3mpfs.config import UploadConfig
-from s3mpfs.errors import FsError, NotFound
+from s3mpfs.errors import FsError, NotFound, StoreError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
 from s3mpfs.inodes import Inode, InodeTable, Kind, join
 from s3mpfs.listing import DirEntry, list_dir, valid_name
+from s3mpfs.objcopy import copy_object
 from s3mpfs.prefetch import ReadBudget, Reader
 from s3mpfs.store.base import ObjectInfo, ObjectStore
-from s3mpfs.upload import PartBudget, State, Upload
+from s3mpfs.upload import Existing, PartBudget, State, Upload
 
 log = logging.getLogger(__name__)
 
 KEY_MAX = 1024  # bytes of UTF-8: S3's limit on a key
+# renameat2(2) flags
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+# A chmod/chown/utimens on a just-written dot-file (rsync's ".name.XXXXXX" temp files) waits
+# this long for the rename rsync does next, so the rename's CopyObject carries the new metadata
+# and the separate self-copy is saved (3 requests per rsync'd file instead of 4). The risk: a
+# daemon crash inside the window loses that attribute change (never data; the next rsync
+# re-sends the file). Every other attribute change is stored at once.
+FOLD_WINDOW = 1.0
+# Objects copied at once when a directory is renamed.
+RENAME_PARALLEL = 16
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,9 @@ class FsOptions:
     metadata_ttl: float = 5.0
     # How long "no such name" is remembered; our own create/mkdir/rename forget it at once.
     negative_ttl: float = 1.0
+    # Permission bits of objects and directories that carry no x-amz-meta-mode.
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,8 @@ class Filesystem:
     def __init__(self, store: ObjectStore, options: FsOptions | None = None) -> None:
         self.store = store
         self.opts = options or FsOptions()
-        self.inodes = InodeTable(uid=self.opts.uid, gid=self.opts.gid)
+        self.inodes = InodeTable(uid=self.opts.uid, gid=self.opts.gid,
+                                 file_mode=self.opts.file_mode, dir_mode=self.opts.dir_mode)
         self.handles = HandleTable()
         self.budget = PartBudget(self.opts.upload.max_parts_in_memory,
                                  keep_free=self.opts.upload.concurrency + 1)
@@ -88,6 +105,7 @@ class Filesystem:
         # Directories whose first listing page was not complete: lookups there probe by name.
         self._big_dirs: dict[str, float] = {}
         self._negative: dict[str, float] = {}
+        self._pending_meta: set[Inode] = set()
 
     def start(self, nursery: trio.Nursery) -> None:
         """Part uploads run as tasks in this nursery, which must outlive every handle."""
@@ -128,10 +146,10 @@ class Filesystem:
     def _fresh(self) -> float:
         return time.monotonic() + self.opts.metadata_ttl
 
-    def _new_upload(self, inode: Inode) -> Upload:
+    def _new_upload(self, inode: Inode, existing: Existing | None = None) -> Upload:
         assert self._nursery is not None, "Filesystem.start() was not called"
         return Upload(self.store, self.key(inode), cfg=self.opts.upload, budget=self.budget,
-                      nursery=self._nursery, metadata=inode.metadata)
+                      nursery=self._nursery, metadata=inode.metadata, existing=existing)
 
     @staticmethod
     def _set_file_info(inode: Inode, info: ObjectInfo) -> None:
@@ -221,6 +239,7 @@ class Filesystem:
         inode = self.inodes.by_path(path)
         now = time.monotonic()
         if inode is not None and (inode.writer is not None or inode.ino == 1
+                                  or inode.meta_changed
                                   or (now < inode.valid_until and inode.meta_known)):
             return inode
         parent, _, name = path.rpartition("/")
@@ -230,6 +249,8 @@ class Filesystem:
             if entry is None:
                 raise FsError(errno.ENOENT)
             inode = self._entry_inode(parent, entry)
+            if inode.is_dir:
+                await self._dir_meta(inode)
             if inode.is_dir or inode.meta_known:
                 return inode
         elif now < self._negative.get(path, 0.0):
@@ -242,6 +263,7 @@ class Filesystem:
             if info is not None:
                 log.warning("%r is both an object and a prefix; showing the directory", path)
             inode = self.inodes.upsert(path, Kind.DIR)
+            await self._dir_meta(inode)
         elif info is not None:
             inode = self.inodes.upsert(path, Kind.FILE)
             self._set_file_info(inode, info)
@@ -250,6 +272,15 @@ class Filesystem:
             raise FsError(errno.ENOENT)
         inode.valid_until = self._fresh()
         return inode
+
+    async def _dir_meta(self, inode: Inode) -> None:
+        """A directory's mode and times live on its marker object "dir/" (HEAD once)."""
+        if inode.meta_known:
+            return
+        marker = await self._head(inode.path + "/")
+        if marker is not None:
+            inode.apply_metadata(marker.metadata)
+        inode.meta_known = True
 
     async def lookup(self, parent_ino: int, name: str) -> Inode:
         parent = self._dir(parent_ino)
@@ -273,7 +304,7 @@ class Filesystem:
     async def getattr(self, ino: int) -> Inode:
         inode = self._inode(ino)
         if (not inode.is_dir and inode.writer is None and inode.open_handles == 0
-                and time.monotonic() >= inode.valid_until):
+                and not inode.meta_changed and time.monotonic() >= inode.valid_until):
             try:
                 self._set_file_info(inode, await self.store.head(self.key(inode)))
                 inode.valid_until = self._fresh()
@@ -289,7 +320,12 @@ class Filesystem:
         self._writable()
         writer = inode.writer
         if attr.size is not None and attr.size != self.size_of(inode):
-            await self._truncate(inode, writer, attr.size)
+            if inode.is_dir:
+                raise FsError(errno.EISDIR)
+            if writer is not None:
+                await writer.truncate(attr.size)
+            else:
+                await self._truncate_closed(inode, attr.size)
         changed = False
         for name in ("mode", "uid", "gid", "mtime_ns"):
             value = getattr(attr, name)
@@ -300,34 +336,208 @@ class Filesystem:
                 setattr(inode, name, value)
         if not changed:
             return inode
-        if writer is not None and writer.metadata_sent is None:
+        pending = writer is not None and writer.state in (State.NEW, State.DIRTY)
+        if pending and writer is not None and writer.metadata_sent is None:
             pass  # rides on CreateMultipartUpload / PutObject
-        elif writer is not None:
+        elif pending:
             inode.meta_changed = True  # applied after the upload completes (flush/release)
+        elif inode.etag is None and not inode.is_dir:
+            pass  # nothing stored yet (an upload failed): kept in memory only
+        elif self._foldable(inode):
+            inode.meta_changed = True
+            if inode not in self._pending_meta:
+                self._pending_meta.add(inode)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._store_metadata_later, inode)
         else:
             await self._store_metadata(inode)
         return inode
 
-    async def _truncate(self, inode: Inode, writer: Upload | None, size: int) -> None:
-        if size == 0 and writer is not None and writer.truncate_to_zero():
-            inode.size = 0
+    def _foldable(self, inode: Inode) -> bool:
+        name = inode.path.rpartition("/")[2]
+        return (name.startswith(".") and not inode.is_dir and self._nursery is not None
+                and time.monotonic() - inode.committed_at < FOLD_WINDOW)
+
+    async def _store_metadata_later(self, inode: Inode) -> None:
+        await trio.sleep(FOLD_WINDOW)
+        await self._flush_pending_meta(inode)
+
+    async def _flush_pending_meta(self, inode: Inode) -> None:
+        self._pending_meta.discard(inode)
+        if not inode.meta_changed or inode.writer is not None:
             return
-        if size == 0 and writer is None and not inode.is_dir:
-            inode.etag = await self.store.put(self.key(inode), b"", metadata=inode.metadata())
-            inode.size = 0
+        try:
+            await self._store_metadata(inode)
+        except (FsError, StoreError) as exc:
+            log.error("%s: could not store changed attributes: %s", inode.path, exc)
+
+    async def _truncate_closed(self, inode: Inode, size: int) -> None:
+        """truncate(2) of a stored file: a new upload on the old object (kept range copied
+        server side when >= 5 MiB, else fetched; growth is zero-filled)."""
+        await self._ensure_meta(inode)
+        existing = Existing(inode.etag, inode.size) if inode.etag is not None else None
+        upload = self._new_upload(inode, existing)
+        try:
+            await upload.truncate(size)
+            inode.etag = await upload.commit()
+            inode.size = upload.size
+        finally:
+            await upload.close()
+
+    async def _ensure_meta(self, inode: Inode) -> None:
+        """HEAD a file whose x-amz-meta we do not know, so a rewrite keeps mode and owner."""
+        if inode.meta_known and inode.etag is not None:
             return
-        log.error("%s: truncate to %d bytes is not supported (only to 0)", inode.path, size)
-        raise FsError(errno.ENOTSUP)
+        info = await self._head(inode.path)
+        if info is not None:
+            self._set_file_info(inode, info)
 
     async def _store_metadata(self, inode: Inode) -> None:
         """Rewrite x-amz-meta-* of a stored object: CopyObject onto itself (S3 has no other
         way to change metadata), pinned to the ETag we know."""
+        inode.meta_changed = False
         if inode.is_dir:
             await self.store.put(self.dir_key(inode.path), b"", metadata=inode.metadata())
             return
-        inode.etag = await self.store.copy(self.key(inode), self.key(inode),
-                                           metadata=inode.metadata(), src_etag=inode.etag)
-        inode.meta_changed = False
+        old = inode.etag
+        inode.etag = await copy_object(self.store, self.key(inode), self.key(inode),
+                                       size=inode.size, etag=inode.etag,
+                                       metadata=inode.metadata())
+        for handle in self.handles.writers():  # an open, unchanged file stands on the copy
+            if handle.inode is inode and handle.upload.etag == old:
+                handle.upload.etag = inode.etag
+
+    # -- rename ----------------------------------------------------------------------------
+
+    async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
+                     flags: int = 0) -> None:
+        """rename(2) as S3 allows: a file is copied server side, then the old key deleted; a
+        directory copies every key below it (in parallel), then deletes the old ones. Neither
+        is atomic: a crash midway leaves the copies *and* the originals, never neither."""
+        self._writable()
+        if flags & RENAME_EXCHANGE:
+            log.error("rename: RENAME_EXCHANGE cannot be done on S3 (no atomic swap)")
+            raise FsError(errno.EINVAL)
+        src_path = self._child_path(self._dir(old_parent), old_name)
+        dst_path = self._child_path(self._dir(new_parent), new_name)
+        inode = await self._resolve(src_path)
+        if src_path == dst_path:
+            return
+        try:
+            target: Inode | None = await self._resolve(dst_path)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            target = None
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise FsError(errno.EEXIST)
+            if target.is_dir and not inode.is_dir:
+                raise FsError(errno.EISDIR)
+            if inode.is_dir and not target.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if target.is_dir and not await self._dir_is_empty(target):
+                raise FsError(errno.ENOTEMPTY)
+        if inode.is_dir:
+            if dst_path.startswith(src_path + "/"):
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
+            await self._rename_dir(inode, dst_path, target)
+        else:
+            await self._rename_file(inode, dst_path, target)
+        self._note_removed(src_path)
+        self._note_created(dst_path, DirEntry(dst_path.rpartition("/")[2], inode.kind,
+                                              self.size_of(inode), time.time(), inode.etag))
+
+    async def _move(self, src: str, dst: str, etag: str, size: int,
+                    metadata: dict[str, str] | None = None) -> str:
+        new_etag = await copy_object(self.store, src, dst, size=size, etag=etag,
+                                     metadata=metadata)
+        await self.store.delete(src)
+        return new_etag
+
+    def _drop_target(self, target: Inode | None) -> None:
+        if target is not None:
+            target.writer = None
+            self.inodes.unlink(target)
+
+    async def _rename_file(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
+        new_key = self.opts.prefix + dst_path
+        for handle in self.handles.writers():
+            if handle.inode is target:
+                await handle.upload.discard()
+        self._drop_target(target)
+        uploads = [h.upload for h in self.handles.writers() if h.inode is inode]
+        if uploads:
+            for upload in uploads:
+                await upload.rename(new_key, self._move)
+            if inode.etag is not None and all(u.etag is None for u in uploads):
+                await self.store.delete(self.key(inode))  # the old object under the old name
+        else:
+            metadata = None
+            if inode.meta_changed:  # a folded chmod/utimens rides on this copy
+                metadata = inode.metadata()
+            elif inode.size > 5 * 1024**3:
+                await self._ensure_meta(inode)
+                metadata = inode.metadata()
+            if inode.etag is None:
+                await self._ensure_meta(inode)
+            assert inode.etag is not None
+            inode.etag = await self._move(self.key(inode), new_key, inode.etag, inode.size,
+                                          metadata)
+            inode.meta_changed = False
+            self._pending_meta.discard(inode)
+        self.inodes.rename(inode, dst_path)
+
+    async def _dir_is_empty(self, inode: Inode) -> bool:
+        dir_key = self.dir_key(inode.path)
+        page = await self.store.list_page(dir_key, max_keys=2)
+        others = [o for o in page.objects if o.key != dir_key]
+        pending = [c for c in self.inodes.children(inode.path) if c.writer is not None]
+        return not (others or page.prefixes or pending)
+
+    async def _rename_dir(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
+        src_prefix, dst_prefix = self.dir_key(inode.path), self.dir_key(dst_path)
+        objects: list[ObjectInfo] = []
+        token: str | None = None
+        while True:
+            page = await self.store.list_page(src_prefix, delimiter=None, token=token)
+            objects += page.objects
+            token = page.next_token
+            if token is None:
+                break
+        if target is not None:
+            await self.store.delete(dst_prefix)  # the empty target's marker
+            self._drop_target(target)
+        limit = trio.Semaphore(RENAME_PARALLEL)
+
+        async def copy_one(obj: ObjectInfo) -> None:
+            async with limit:
+                await copy_object(self.store, obj.key, dst_prefix + obj.key[len(src_prefix):],
+                                  size=obj.size, etag=obj.etag or None, metadata=None)
+
+        async with trio.open_nursery() as nursery:
+            for obj in objects:
+                nursery.start_soon(copy_one, obj)
+        if not objects:  # an implicit, empty directory: give the new name a marker
+            await self.store.put(dst_prefix, b"", metadata=inode.metadata())
+        for handle in self.handles.writers():
+            if handle.inode.path.startswith(inode.path + "/"):
+                rest = handle.inode.path[len(inode.path):]
+                await handle.upload.rename(self.opts.prefix + dst_path + rest, self._move)
+
+        async def delete_one(obj: ObjectInfo) -> None:
+            async with limit:
+                await self.store.delete(obj.key)
+
+        async with trio.open_nursery() as nursery:
+            for obj in objects:
+                nursery.start_soon(delete_one, obj)
+        for path in [p for p in self._listings if p == inode.path
+                     or p.startswith(inode.path + "/")]:
+            del self._listings[path]
+        log.info("renamed directory %s -> %s: %d objects copied", inode.path, dst_path,
+                 len(objects))
+        self.inodes.rename(inode, dst_path)
 
     # -- directories ---------------------------------------------------------------------
 
@@ -397,6 +607,7 @@ class Filesystem:
         inode = self.inodes.upsert(path, Kind.DIR)
         inode.mode, inode.uid, inode.gid = stat.S_IFDIR | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns = time.time_ns()
+        inode.meta_known = True
         await self.store.put(self.dir_key(path), b"", metadata=inode.metadata())
         inode.valid_until = self._fresh()
         inode.lookups += 1
@@ -460,8 +671,8 @@ class Filesystem:
         self._note_created(path, DirEntry(name, Kind.FILE))
         return inode, fh
 
-    def _open_writer(self, inode: Inode) -> FileHandleT:
-        upload = self._new_upload(inode)
+    def _open_writer(self, inode: Inode, existing: Existing | None = None) -> FileHandleT:
+        upload = self._new_upload(inode, existing)
         inode.writer = upload
         inode.open_handles += 1
         return self.handles.add(WriteHandle(inode, upload))
@@ -482,13 +693,22 @@ class Filesystem:
                             nursery=self._nursery, budget=self.read_budget)
             return self.handles.add(ReadHandle(inode, reader))
         self._writable()
-        if not flags & os.O_TRUNC and self.size_of(inode) > 0:
-            log.error("%s: opened for writing without O_TRUNC; s3mpfs can replace objects "
-                      "but not modify them in place yet", inode.path)
-            raise FsError(errno.ENOTSUP)
-        inode.mtime_ns = time.time_ns()
-        inode.size = 0
-        return self._open_writer(inode)
+        if inode.writer is None:
+            await self._ensure_meta(inode)  # a rewrite keeps the stored mode and owner
+        if flags & os.O_TRUNC:
+            inode.mtime_ns = time.time_ns()
+            inode.size = 0
+            return self._open_writer(inode)
+        # Without O_TRUNC the file keeps its bytes: append (O_APPEND, or writes at the end),
+        # in-place edits of small files, truncate. The object is the upload's lazy base.
+        writer = inode.writer
+        if writer is not None and writer.etag is not None:
+            existing: Existing | None = Existing(writer.etag, writer.size)
+        elif writer is None and inode.etag is not None:
+            existing = Existing(inode.etag, inode.size)
+        else:
+            existing = None
+        return self._open_writer(inode, existing)
 
     def _handle(self, fh: int) -> ReadHandle | WriteHandle:
         handle = self.handles.get(fh)
@@ -502,7 +722,13 @@ class Filesystem:
             log.error("%s: read on a descriptor opened for writing: not supported while the "
                       "file streams to S3", handle.inode.path)
             raise FsError(errno.EINVAL)
-        return await handle.reader.read(offset, length)
+        try:
+            return await handle.reader.read(offset, length)
+        except FsError as exc:
+            inode = handle.inode
+            if exc.errno == errno.ESTALE and inode.etag == handle.reader.etag:
+                inode.etag, inode.valid_until = None, 0.0  # replaced: the next open asks S3
+            raise
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self._handle(fh)
@@ -529,8 +755,9 @@ class Filesystem:
         etag = await upload.commit()
         if inode.writer is upload or inode.writer is None:
             inode.etag, inode.size = etag, upload.size
-            sent = upload.metadata_sent or {}
-            inode.apply_metadata(sent)
+            inode.committed_at = time.monotonic()
+            if not inode.meta_changed:  # stat shows what S3 now holds
+                inode.apply_metadata(upload.metadata_sent or {})
             inode.valid_until = self._fresh()
             self._note_created(inode.path, DirEntry(
                 inode.path.rpartition("/")[2], Kind.FILE, inode.size, time.time(), etag))
@@ -564,6 +791,17 @@ class Filesystem:
                 if upload.state is State.FAILED:
                     inode.valid_until = 0.0  # S3 holds the old object (or none): ask again
 
+    # -- extended attributes: read-only, served by s3mpfs/xattrs.py -----------------------
+
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        value = await xattrs.get(self, self._inode(ino), name)
+        if value is None:
+            raise FsError(errno.ENODATA)
+        return value
+
+    async def listxattr(self, ino: int) -> list[str]:
+        return await xattrs.names(self, self._inode(ino))
+
     def statfs(self) -> dict[str, int]:
         # S3 has no capacity to report; claim plenty so tools that check free space proceed.
         block = 1024 * 1024
@@ -578,3 +816,5 @@ class Filesystem:
         for handle in self.handles.writers():
             await handle.upload.abort("unmounted while open for writing")
             await handle.upload.close()
+        for inode in list(self._pending_meta):
+            await self._flush_pending_meta(inode)

@@ -34,7 +34,8 @@ def _errors(op: str) -> Iterator[None]:
     except pyfuse3.FUSEError:
         raise
     except FsError as exc:
-        log.debug("%s: %s", op, exc)
+        # EIO is S3 failing under the application (a failed upload at close): always logged.
+        log.log(logging.ERROR if exc.errno == errno.EIO else logging.DEBUG, "%s: %s", op, exc)
         raise pyfuse3.FUSEError(exc.errno) from None
     except StoreError as exc:
         code = errno_for(exc)
@@ -160,8 +161,23 @@ class Operations(pyfuse3.Operations):
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
-        log.error("rename is not supported yet")
-        raise pyfuse3.FUSEError(errno.ENOSYS)
+        with _errors("rename"):
+            await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new,
+                                 _name(name_new), flags)
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        with _errors("getxattr"):
+            try:
+                return await self.fs.getxattr(inode, name.decode("utf-8", "surrogateescape"))
+            except FsError as exc:
+                if exc.errno != errno.ENODATA:
+                    raise
+                # The kernel asks for security.capability on writes: not worth a log line.
+                raise pyfuse3.FUSEError(errno.ENODATA) from None
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        with _errors("listxattr"):
+            return [name.encode() for name in await self.fs.listxattr(inode)]
 
     async def statfs(self, ctx: Any) -> Any:
         st = pyfuse3.StatvfsData()

@@ -31,7 +31,7 @@ class Kind(enum.Enum):
     DIR = "dir"
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: inodes go in sets and compare with `is`
 class Inode:
     ino: InodeT
     path: str
@@ -50,6 +50,7 @@ class Inode:
     # True once x-amz-meta-* of the current object is known (HEAD, or our own write);
     # listings alone give size, ETag and LastModified only.
     meta_known: bool = False
+    committed_at: float = 0.0  # monotonic time this mount last stored the object
 
     @property
     def is_dir(self) -> bool:
@@ -130,6 +131,17 @@ class InodeTable:
         self._drop_path(inode)
         inode.valid_until = 0.0
         self._maybe_free(inode)
+
+    def rename(self, inode: Inode, new_path: str) -> None:
+        """Move inode (and, for a directory, everything known below it) to new_path. Whatever
+        was known at the target was unlinked by the caller first."""
+        old = inode.path
+        moved = [i for p, i in self._by_path.items() if p == old or p.startswith(old + "/")]
+        for i in moved:
+            self._drop_path(i)
+        for i in moved:
+            i.path = new_path + i.path[len(old):]
+            self._by_path[i.path] = i
 
     def forget(self, ino: int, count: int) -> None:
         inode = self._by_ino.get(InodeT(ino))

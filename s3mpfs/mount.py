@@ -1,30 +1,46 @@
 """Mounting: check the bucket, mount, daemonise once the mount works, serve, shut down.
 
-Order matters (s3ql's mount.py): every check that can fail for a user's mistake (bucket,
-credentials, endpoint, mountpoint) runs first and prints one line to the terminal; then
+Order matters (s3ql's mount.py): every check that can fail for a user's mistake (mountpoint,
+log file, bucket, credentials, endpoint) runs first and prints one line to the terminal; then
 pyfuse3.init() mounts; only then do we fork into the background, so `s3mpfs BUCKET MNT`
 returning 0 means the mount is live.
+
+Under systemd (Type=notify) the process stays in the foreground and tells the service manager
+READY=1 once the mount is live and STOPPING=1 as soon as it goes away, whatever the cause
+(fusermount3 -u / umount, SIGTERM, SIGINT, a crash of the serving loop).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import re
 import signal
+import stat
 import sys
 
 import pyfuse3
 import trio
 
+from s3mpfs import __version__, status
 from s3mpfs.config import MountConfig
 from s3mpfs.errors import StoreError
 from s3mpfs.fs import Filesystem, FsOptions
 from s3mpfs.fuse_ops import Operations
 from s3mpfs.logs import setup_logging
 from s3mpfs.store.boto import BotoStore
-from s3mpfs.systemd import notify
+from s3mpfs.systemd import notify, under_systemd
 
 log = logging.getLogger(__name__)
+
+# mount.fuse3 -o drop_privileges mounts itself and hands over the FUSE device as /dev/fd/N.
+FD_MOUNTPOINT = re.compile(r"^/dev/fd/\d+$")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a start-up check failed, or the filesystem crashed
+# 2: bad command line (argparse)
 
 
 class MountError(Exception):
@@ -32,12 +48,29 @@ class MountError(Exception):
 
 
 def _check_mountpoint(path: str) -> None:
-    if not os.path.exists(path):
-        raise MountError(f"mountpoint {path} does not exist")
-    if not os.path.isdir(path):
+    if FD_MOUNTPOINT.match(path):
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"mountpoint {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(f"{path} is a dead FUSE mount (its process is gone); clean it up "
+                             f"with: fusermount3 -u -z {path}") from None
+        raise MountError(f"cannot use mountpoint {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mountpoint {path} is not a directory")
     if os.path.ismount(path):
-        raise MountError(f"{path} is already a mount point")
+        entry = status.find_mount(path)
+        what = f" ({entry.fstype} {entry.source})" if entry else ""
+        raise MountError(f"{path} is already a mount point{what}")
+    # libfuse3 mounts over a non-empty directory (fuse2 needed -o nonempty); so do we, but
+    # say so: whatever is in there is hidden while the bucket is mounted.
+    with contextlib.suppress(OSError), os.scandir(path) as entries:
+        if next(entries, None) is not None:
+            log.warning("mountpoint %s is not empty: its contents are hidden while s3mpfs is "
+                        "mounted there", path)
 
 
 def _fuse_options(cfg: MountConfig) -> set[str]:
@@ -51,10 +84,10 @@ def _fuse_options(cfg: MountConfig) -> set[str]:
 def _daemonize() -> None:
     """Classic double fork; the parent exits 0 because the mount is already live."""
     if os.fork() > 0:
-        os._exit(0)
+        os._exit(EXIT_OK)
     os.setsid()
     if os.fork() > 0:
-        os._exit(0)
+        os._exit(EXIT_OK)
     os.chdir("/")
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -62,7 +95,7 @@ def _daemonize() -> None:
     os.close(devnull)
 
 
-async def _serve(fs: Filesystem) -> None:
+async def _serve(fs: Filesystem, where: str) -> None:
     async with trio.open_nursery() as nursery:
         fs.start(nursery)
 
@@ -70,51 +103,81 @@ async def _serve(fs: Filesystem) -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("%s received: unmounting", signal.Signals(signum).name)
-                    notify("STOPPING=1")
                     pyfuse3.terminate()
 
         nursery.start_soon(on_signals)
-        notify("READY=1")
+        # pyfuse3.init() has mounted: the kernel queues requests until main() reads them.
+        notify(f"READY=1\nSTATUS=Mounted {where}")
         try:
             await pyfuse3.main()
         finally:
+            # Every way out of main(): unmounted (fusermount3 -u, umount), terminate() from a
+            # signal, or an error.
+            notify("STOPPING=1\nSTATUS=Unmounting: aborting uploads of files still open")
             with trio.CancelScope(shield=True):
                 await fs.shutdown()
             nursery.cancel_scope.cancel()
 
 
+def _describe(cfg: MountConfig, mountpoint: str) -> str:
+    return f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} on {mountpoint}"
+
+
 def run(cfg: MountConfig) -> int:
-    setup_logging(debug=cfg.debug, log_file=cfg.log_file, daemon=False)
+    journal = cfg.systemd or under_systemd()
+    foreground = cfg.foreground or cfg.systemd or bool(os.environ.get("NOTIFY_SOCKET"))
+    # Absolute paths: the daemon changes to / after forking, and libfuse unmounts by path.
+    mountpoint = cfg.mountpoint
+    if not FD_MOUNTPOINT.match(mountpoint):
+        mountpoint = os.path.abspath(mountpoint)
+    log_file = os.path.abspath(cfg.log_file) if cfg.log_file else None
     try:
-        _check_mountpoint(cfg.mountpoint)
+        try:
+            setup_logging(debug=cfg.debug, log_file=log_file, daemon=False, journal=journal)
+        except OSError as exc:
+            raise MountError(f"cannot open log file {log_file}: {exc.strerror}") from None
+        _check_mountpoint(mountpoint)
+        if FD_MOUNTPOINT.match(mountpoint) and "default_permissions" not in cfg.fuse_options:
+            # mount.fuse3 mounted with the options it was given; ours never reach the kernel.
+            raise MountError("with -o drop_privileges, add default_permissions to the mount "
+                             "options: s3mpfs relies on the kernel to check permissions")
         store = BotoStore(cfg.s3, threads=max(16, 4 * cfg.upload.concurrency))
         try:
             store.check_bucket()
         except StoreError as exc:
             where = f" at {cfg.s3.endpoint_url}" if cfg.s3.endpoint_url else ""
-            raise MountError(f"cannot use bucket {cfg.s3.bucket!r}{where}: {exc}") from exc
+            hint = ""
+            if cfg.s3.bucket == "status":
+                hint = (f" (to list a mount's uploads: s3mpfs --status MOUNTPOINT; "
+                        f"{cfg.mountpoint} is not an s3mpfs mount)")
+            raise MountError(f"cannot use bucket {cfg.s3.bucket!r}{where}: {exc}{hint}") from exc
         fs = Filesystem(store, FsOptions(
             prefix=cfg.s3.prefix, upload=cfg.upload, read_only=cfg.read_only,
             uid=cfg.uid if cfg.uid is not None else os.getuid(),
             gid=cfg.gid if cfg.gid is not None else os.getgid(),
+            file_mode=cfg.file_mode if cfg.file_mode is not None else FsOptions.file_mode,
+            dir_mode=cfg.dir_mode if cfg.dir_mode is not None else FsOptions.dir_mode,
         ))
         try:
-            pyfuse3.init(Operations(fs), cfg.mountpoint, _fuse_options(cfg))
+            pyfuse3.init(Operations(fs), mountpoint, _fuse_options(cfg))
         except RuntimeError as exc:
-            raise MountError(f"cannot mount {cfg.mountpoint}: {exc}") from exc
+            raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
     except MountError as exc:
         print(f"s3mpfs: {exc}", file=sys.stderr)
-        return 1
-    if not cfg.foreground:
+        return EXIT_FAILED
+    if not foreground:
         _daemonize()
-        setup_logging(debug=cfg.debug, log_file=cfg.log_file, daemon=True)
-    log.info("mounted s3://%s/%s on %s (pid %d)", cfg.s3.bucket, cfg.s3.prefix,
-             cfg.mountpoint, os.getpid())
+        setup_logging(debug=cfg.debug, log_file=log_file, daemon=True)
+    where = _describe(cfg, mountpoint)
+    log.info("s3mpfs %s mounted %s (pid %d)", __version__, where, os.getpid())
     try:
-        trio.run(_serve, fs)
+        trio.run(_serve, fs, where)
     except BaseException:
+        # Leave the mount dead rather than gone: programs writing into it get errors
+        # (ENOTCONN) instead of silently writing to the directory underneath.
+        log.exception("s3mpfs failed; %s is left unusable until fusermount3 -u -z", mountpoint)
         pyfuse3.close(unmount=False)
-        raise
+        return EXIT_FAILED
     pyfuse3.close(unmount=True)
-    log.info("unmounted %s", cfg.mountpoint)
-    return 0
+    log.info("unmounted %s", mountpoint)
+    return EXIT_OK

@@ -19,9 +19,24 @@ committed object becomes the *base*; its full parts are copied server side (Uplo
 the first parts of a new upload and the tail still held in the buffer goes on filling. So the
 object in S3 always equals what the writer had written at its last successful close().
 
+An upload can also start from an existing object (append, in-place edits, truncate): that
+object is the base, kept lazily until the first change; then, if it is at least 5 MiB, its
+bytes are copied server side as the first parts (no download), else they are fetched into the
+first buffer. The old object is replaced only when the new upload completes.
+
+Where writes may land (the file is [0, size)):
+    [0, base_len)          copied from the committed/existing object: a write here -> EINVAL
+    part 1 (fresh upload)  kept in memory until completion and re-uploaded if rewritten, so
+                           formats that patch a header at offset 0 after the body work
+    other uploaded parts   EINVAL, logged with file, offset and reason; the upload is aborted
+                           and every later write/close fails (no half-written object appears)
+    [buf_start, size)      the filling buffer: rewritten in place
+    beyond size            the gap is filled with zeros (sparse files are stored dense)
+
 States (State): NEW (nothing written or committed), DIRTY (bytes not yet committed), CLEAN
-(committed), FAILED (a part or the commit failed: the upload was aborted, every later write,
-flush and commit raises EIO), CLOSED (buffers returned).
+(committed, or an existing object not yet changed), FAILED (a part or the commit failed: the
+upload was aborted, every later write, flush and commit raises EIO), DISCARDED (unlinked while
+open), CLOSED (buffers returned).
 """
 
 from __future__ import annotations
@@ -30,11 +45,12 @@ import enum
 import errno
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import trio
 
-from s3mpfs.config import MAX_PART_SIZE, MAX_PARTS, MiB, UploadConfig
+from s3mpfs.config import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MiB, UploadConfig
 from s3mpfs.errors import FsError, StoreError
 from s3mpfs.store.base import ObjectStore
 
@@ -100,6 +116,20 @@ def copy_ranges(length: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, length)) for start in range(0, length, step)]
 
 
+@dataclass(frozen=True)
+class Existing:
+    """The object under the key when a file is opened without O_TRUNC."""
+
+    etag: str
+    size: int
+
+
+# Moves a committed object: (src key, dst key, src etag, size) -> the new object's ETag.
+Mover = Callable[[str, str, str, int], Awaitable[str]]
+
+_ZEROS = bytes(1 * MiB)
+
+
 class Upload:
     """One writer's stream of bytes to one key."""
 
@@ -113,6 +143,7 @@ class Upload:
         nursery: trio.Nursery,
         metadata: Callable[[], Mapping[str, str]],
         max_parts: int = MAX_PARTS,
+        existing: Existing | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -124,7 +155,7 @@ class Upload:
         self.state = State.NEW
         self.size = 0
         self.error: BaseException | None = None
-        self.etag: str | None = None  # of the last commit
+        self.etag: str | None = None  # of the object under key that this upload stands on
         self.committed_size = 0
         self.metadata_sent: Mapping[str, str] | None = None
         self._lock = trio.Lock()
@@ -132,52 +163,112 @@ class Upload:
         self._buf: bytearray | None = None
         self._buf_len = 0
         self._buf_start = 0  # file offset of the buffer's first byte
-        self._base_len = 0  # bytes [0, base_len) come from the last committed object
+        self._base_len = 0  # bytes [0, base_len) are copied from the object `etag`
+        self._lazy_base = False  # an existing object not yet fetched or copied
+        self._part1: bytearray | None = None
+        self._part1_len = 0
+        self._part1_dirty = False
         self._upload_id: str | None = None
         self._parts: dict[int, str] = {}
         self._next_part = 1
+        self._rename_to: tuple[str, Mover] | None = None
         self.parts_sent = 0
         self._started = time.monotonic()
+        if existing is not None:
+            self.state = State.CLEAN
+            self.etag, self.size, self.committed_size = existing.etag, existing.size, existing.size
+            self._lazy_base = True
 
     # -- writing -------------------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> int:
         async with self._lock:
-            self._check_writable()
+            await self._check_writable()
             if self.state is State.DISCARDED:
                 self.size = max(self.size, offset + len(data))
                 return len(data)
-            if offset != self.size:
-                log.error("%s: write at offset %d, but the file has %d bytes: s3mpfs streams "
-                          "files to S3 and accepts only sequential writes",
-                          self.key, offset, self.size)
-                raise FsError(errno.EINVAL, "non-sequential write")
+            if self._lazy_base:
+                await self._materialize(self.size)
             view = memoryview(data)
-            pos = 0
-            while pos < len(view):
-                if self._buf is None:
-                    if self._upload_id is not None and self._next_part > self.max_parts:
-                        await self._fail(FsError(errno.EFBIG, "more than the maximum parts"))
-                        log.error("%s: file too large: all %d parts of %d bytes used",
-                                  self.key, self.max_parts, self.cfg.part_size)
-                        raise FsError(errno.EFBIG)
-                    self._buf = self.budget.take_buffer(self.cfg.part_size)
-                    self._buf_len = 0
-                take = min(len(self._buf) - self._buf_len, len(view) - pos)
-                self._buf[self._buf_len:self._buf_len + take] = view[pos:pos + take]
-                self._buf_len += take
-                pos += take
-                self.size += take
-                self.state = State.DIRTY
-                if self._buf_len == len(self._buf):
-                    await self._submit_buffer()
-            return len(view)
+            if offset > self.size:
+                await self._append_zeros(offset - self.size)
+            if offset < self.size:
+                inside = min(len(view), self.size - offset)
+                await self._overwrite(offset, view[:inside])
+                view = view[inside:]
+            if view:
+                await self._append(view)
+            self.state = State.DIRTY
+            return len(data)
 
-    def _check_writable(self) -> None:
+    async def _check_writable(self) -> None:
         if self.state is State.FAILED:
+            await self._abort_upload()  # a part task failed since: do not leave it billed
             raise FsError(errno.EIO, f"upload of {self.key} failed earlier: {self.error}")
         if self.state is State.CLOSED:
             raise FsError(errno.EBADF, "upload closed")
+
+    async def _materialize(self, keep: int) -> None:
+        """Turn the lazy base into real state, keeping its first `keep` bytes."""
+        self._lazy_base = False
+        if keep >= MIN_PART_SIZE:
+            self._base_len = self._buf_start = keep  # copied when the upload opens
+        elif keep:
+            try:
+                data = await self.store.get_range(self.key, 0, keep, if_match=self.etag)
+            except StoreError as exc:
+                await self._fail(exc)
+                raise FsError(errno.EIO, f"cannot read {self.key} to extend it: {exc}") from exc
+            self._buf = self.budget.take_buffer(self.cfg.part_size)
+            self._buf[:keep] = data
+            self._buf_len = keep
+        self.size = keep
+
+    async def _append_zeros(self, count: int) -> None:
+        while count:
+            n = min(count, len(_ZEROS))
+            await self._append(memoryview(_ZEROS)[:n])
+            count -= n
+
+    async def _overwrite(self, offset: int, view: memoryview) -> None:
+        """Rewrite bytes [offset, offset + len(view)) that lie within the file."""
+        end = offset + len(view)
+        if end > self._buf_start and self._buf is not None:
+            start = max(offset, self._buf_start)
+            self._buf[start - self._buf_start:end - self._buf_start] = view[start - offset:]
+            view, end = view[:start - offset], start
+        if not view:
+            return
+        if self._part1 is not None and end <= self._part1_len:
+            self._part1[offset:end] = view
+            self._part1_dirty = True
+            return
+        why = ("it lies in the existing object this upload copies server side"
+               if offset < self._base_len else "that part was already uploaded")
+        log.error("%s: write of %d bytes at offset %d rejected: %s; only the part being "
+                  "filled and the first part can be rewritten. The upload is aborted.",
+                  self.key, len(view), offset, why)
+        await self._fail(FsError(errno.EINVAL, f"write at {offset} into an uploaded part"))
+        raise FsError(errno.EINVAL, "write into an uploaded part")
+
+    async def _append(self, view: memoryview) -> None:
+        pos = 0
+        while pos < len(view):
+            if self._buf is None:
+                if self._next_part > self.max_parts and self._upload_id is not None:
+                    log.error("%s: file too large: all %d parts of %d bytes used",
+                              self.key, self.max_parts, self.cfg.part_size)
+                    await self._fail(FsError(errno.EFBIG, "more than the maximum parts"))
+                    raise FsError(errno.EFBIG)
+                self._buf = self.budget.take_buffer(self.cfg.part_size)
+                self._buf_len = 0
+            take = min(len(self._buf) - self._buf_len, len(view) - pos)
+            self._buf[self._buf_len:self._buf_len + take] = view[pos:pos + take]
+            self._buf_len += take
+            pos += take
+            self.size += take
+            if self._buf_len == len(self._buf):
+                await self._submit_buffer()
 
     async def _submit_buffer(self) -> None:
         """Hand the full buffer to a part task; waits while too many parts are in flight."""
@@ -195,9 +286,12 @@ class Upload:
         assert buf is not None
         self._buf, self._buf_len = None, 0
         self._buf_start += length
-        self.nursery.start_soon(self._send_part, number, buf, length)
+        keep = number == 1
+        if keep:
+            self._part1, self._part1_len = buf, length
+        self.nursery.start_soon(self._send_part, number, buf, length, keep)
 
-    async def _send_part(self, number: int, buf: bytearray, length: int) -> None:
+    async def _send_part(self, number: int, buf: bytearray, length: int, keep: bool) -> None:
         upload_id = self._upload_id
         try:
             assert upload_id is not None
@@ -210,7 +304,8 @@ class Upload:
                 log.error("%s: part %d failed: %s", self.key, number, exc)
             self.state = State.FAILED
         finally:
-            self.budget.give_buffer(buf)
+            if not keep:
+                self.budget.give_buffer(buf)
             self.budget.release()
             self._slots.release()
 
@@ -236,22 +331,55 @@ class Upload:
         for _ in range(self.cfg.concurrency):
             self._slots.release()
 
+    async def truncate(self, size: int) -> None:
+        """ftruncate() of the open file: grow with zeros, shrink within the filling buffer,
+        or start over at 0. Shrinking into uploaded parts raises ENOTSUP (nothing changes)."""
+        async with self._lock:
+            await self._check_writable()
+            if self.state is State.DISCARDED or size == self.size:
+                self.size = size if self.state is State.DISCARDED else self.size
+                return
+            if self._lazy_base:
+                await self._materialize(min(size, self.size))
+            if size > self.size:
+                await self._append_zeros(size - self.size)
+            elif size >= self._buf_start and (self._buf is not None or size == self._buf_start):
+                self._buf_len = size - self._buf_start
+                self.size = size
+            elif size == 0:
+                await self._start_over()
+            else:
+                log.error("%s: truncate to %d bytes would cut into parts already uploaded",
+                          self.key, size)
+                raise FsError(errno.ENOTSUP)
+            self.state = State.DIRTY
+
+    async def _start_over(self) -> None:
+        await self._abort_upload()
+        self._release_part1()
+        self._base_len = self._buf_start = self._buf_len = self.size = 0
+        self._parts, self._next_part = {}, 1
+
     # -- committing ----------------------------------------------------------------------
 
     async def commit(self) -> str:
         """Make S3 hold exactly the bytes written so far. Raises FsError(EIO) on failure, in
         which case the upload is aborted and S3 keeps whatever object it had before."""
         async with self._lock:
-            self._check_writable()
+            await self._check_writable()
             if self.state in (State.CLEAN, State.DISCARDED):
                 return self.etag or ""
             t0 = time.monotonic()
             try:
                 etag, parts = await self._commit()
+                self.etag = etag
+                if self._rename_to is not None:
+                    (new_key, move), self._rename_to = self._rename_to, None
+                    self.etag = await move(self.key, new_key, etag, self.size)
+                    self.key = new_key
             except (StoreError, FsError) as exc:
                 await self._fail(exc)
                 raise FsError(errno.EIO, f"upload of {self.key} failed: {exc}") from exc
-            self.etag = etag
             self.committed_size = self.size
             self.state = State.CLEAN
             secs = max(time.monotonic() - t0, 1e-9)
@@ -259,7 +387,7 @@ class Upload:
             log.info("stored %s: %d bytes, %s, %.2f s (commit %.2f s), %.1f MB/s",
                      self.key, self.size, f"{parts} parts" if parts else "single PUT",
                      total, secs, self.size / total / 1e6)
-            return etag
+            return self.etag
 
     async def _commit(self) -> tuple[str, int]:
         tail = _body(self._buf, self._buf_len)
@@ -275,6 +403,10 @@ class Upload:
             raise self.error
         upload_id = self._upload_id
         assert upload_id is not None
+        if self._part1_dirty and self._part1 is not None:
+            self._parts[1] = await self.store.upload_part(
+                self.key, upload_id, 1, _body(self._part1, self._part1_len))
+            self._part1_dirty = False
         if self._buf_len:
             self._parts[self._next_part] = await self.store.upload_part(
                 self.key, upload_id, self._next_part, tail)
@@ -285,7 +417,20 @@ class Upload:
         self._upload_id = None
         self._parts = {}
         self._next_part = 1
+        self._release_part1()
         return etag, len(parts)
+
+    async def rename(self, new_key: str, move: Mover) -> None:
+        """The file is renamed while open. With no multipart upload open, the object (if one
+        exists) moves now and later commits go to the new key; with one open, the upload
+        completes under the old key and the object moves right after, inside that commit."""
+        async with self._lock:
+            if self._upload_id is not None:
+                self._rename_to = (new_key, move)
+                return
+            if self.etag is not None and self.state is not State.DISCARDED:
+                self.etag = await move(self.key, new_key, self.etag, self.committed_size)
+            self.key = new_key
 
     async def _fail(self, exc: BaseException) -> None:
         if self.error is None:
@@ -306,7 +451,7 @@ class Upload:
                       "ListMultipartUploads", self.key, upload_id, exc)
 
     async def abort(self, reason: str) -> None:
-        """Give up on uncommitted bytes (unmount, unlink): no object is created or replaced."""
+        """Give up on uncommitted bytes (unmount): no object is created or replaced."""
         async with self._lock:
             if self.state in (State.DIRTY, State.NEW):
                 log.warning("%s: %s: %d bytes written since the last commit are dropped, "
@@ -322,24 +467,27 @@ class Upload:
         async with self._lock:
             await self._abort_upload()
             self.state = State.DISCARDED
+            self._rename_to = None
             self._release_buffer()
-
-    def truncate_to_zero(self) -> bool:
-        """ftruncate(fd, 0) before anything left memory: just forget the bytes."""
-        if self._upload_id is not None or self._base_len or self.state is State.CLEAN:
-            return False
-        self._buf_len = self.size = 0
-        return True
+            self._release_part1()
 
     def _release_buffer(self) -> None:
         if self._buf is not None:
             self.budget.give_buffer(self._buf)
             self._buf, self._buf_len = None, 0
 
+    def _release_part1(self) -> None:
+        if self._part1 is not None:
+            self.budget.give_buffer(self._part1)
+            self._part1, self._part1_dirty = None, False
+
     async def close(self) -> None:
         async with self._lock:
             await self._drain()
+            if self.state is State.FAILED:
+                await self._abort_upload()
             self._release_buffer()
+            self._release_part1()
             if self.state is not State.FAILED:
                 self.state = State.CLOSED
 
@@ -348,4 +496,4 @@ class Upload:
         return self._buf_len
 
 
-__all__ = ["MiB", "PartBudget", "State", "Upload", "copy_ranges"]
+__all__ = ["Existing", "MiB", "PartBudget", "State", "Upload", "copy_ranges"]

@@ -23,6 +23,7 @@ import botocore.config
 import botocore.exceptions
 import trio
 
+from s3mpfs import requestlog
 from s3mpfs.config import S3Config
 from s3mpfs.errors import (
     AccessDenied,
@@ -103,7 +104,9 @@ def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 5) 
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return session.client("s3", endpoint_url=cfg.endpoint_url, config=conf)
+    client = session.client("s3", endpoint_url=cfg.endpoint_url, config=conf)
+    requestlog.install(client)  # a WARNING per retry; per-request DEBUG lines
+    return client
 
 
 def _mtime(value: Any) -> float:

@@ -46,6 +46,11 @@ def _md5_etag(data: bytes) -> str:
     return '"' + hashlib.md5(data).hexdigest() + '"'
 
 
+def _meta(metadata: Mapping[str, str]) -> dict[str, str]:
+    """x-amz-meta-* travel as HTTP headers: S3 hands their names back in lower case."""
+    return {k.lower(): v for k, v in metadata.items()}
+
+
 class MemoryStore:
     def __init__(self, *, min_part_size: int = MIN_PART_SIZE) -> None:
         self.objects: dict[str, _Object] = {}
@@ -108,14 +113,19 @@ class MemoryStore:
     async def get_range(
         self, key: str, start: int, end: int, *, if_match: str | None = None
     ) -> bytes:
+        if end <= start:
+            return b""  # as BotoStore: no request for an empty range
         await self._op("GetObject")
-        return self._get(key, if_match).data[start:end]
+        data = self._get(key, if_match).data
+        if start >= len(data):
+            raise StoreError(f"range starts past the end of {key}", code="InvalidRange")
+        return data[start:end]
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str]) -> str:
         await self._op("PutObject")
         body = bytes(data)
         etag = _md5_etag(body)
-        self.objects[key] = _Object(body, etag, time.time(), dict(metadata))
+        self.objects[key] = _Object(body, etag, time.time(), _meta(metadata))
         return etag
 
     async def copy(
@@ -124,7 +134,10 @@ class MemoryStore:
     ) -> str:
         await self._op("CopyObject")
         src = self._get(src_key, src_etag)
-        meta = dict(src.metadata if metadata is None else metadata)
+        if src_key == dst_key and metadata is None:
+            raise StoreError("copying an object onto itself must change its metadata",
+                             code="InvalidRequest")
+        meta = dict(src.metadata) if metadata is None else _meta(metadata)
         self.objects[dst_key] = _Object(src.data, src.etag, time.time(), meta)
         return src.etag
 
@@ -135,7 +148,7 @@ class MemoryStore:
     async def create_upload(self, key: str, *, metadata: Mapping[str, str]) -> str:
         await self._op("CreateMultipartUpload")
         upload_id = f"mem-upload-{next(self._ids)}"
-        self.uploads[upload_id] = _Upload(key, dict(metadata), time.time())
+        self.uploads[upload_id] = _Upload(key, _meta(metadata), time.time())
         return upload_id
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data) -> str:

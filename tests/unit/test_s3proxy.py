@@ -466,9 +466,7 @@ def test_stall_delays_request(proxy: S3Proxy, s3: Any, bucket: str) -> None:
     assert proxy.faults()[0]["fired"] == 1
 
 
-def test_drop_with_seconds_closes_without_answer(
-    proxy: S3Proxy, bucket: str, moto_url: str
-) -> None:
+def test_drop_with_seconds_closes_without_answer(proxy: S3Proxy, bucket: str) -> None:
     c = _client(proxy.url, read_timeout=30)
     try:
         proxy.add_fault("HeadBucket", "drop", seconds=0.5)

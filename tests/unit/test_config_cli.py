@@ -1,0 +1,210 @@
+"""Configuration parsing (s3mpfs.config) and the command line (s3mpfs.cli)."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3mpfs.cli import parse_args
+from s3mpfs.config import (
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_PART_SIZE,
+    DEFAULT_UPLOAD_CONCURRENCY,
+    ConfigError,
+    GiB,
+    MiB,
+    UploadConfig,
+    parse_bucket,
+    parse_size,
+)
+
+# -- parse_size ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0", 0),
+    ("5242880", 5 * MiB),
+    ("512", 512),
+    ("16k", 16 * 1024),
+    ("16K", 16 * 1024),
+    ("8M", 8 * MiB),
+    ("8m", 8 * MiB),
+    ("8MiB", 8 * MiB),
+    ("8MB", 8 * MiB),  # binary units whatever the spelling
+    ("1g", GiB),
+    ("1GiB", GiB),
+    ("2T", 2 * 1024 * GiB),
+    (" 16 M ", 16 * MiB),
+])
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "M", "abc", "8X", "-1", "1.5M", "8 M B", "8Mi B", "0x10"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ConfigError, match="not a size"):
+        parse_size(text)
+
+
+# -- parse_bucket --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("bucket", ("bucket", "")),
+    ("my-bucket.example", ("my-bucket.example", "")),
+    ("abc", ("abc", "")),
+    ("bucket:", ("bucket", "")),
+    ("bucket:/", ("bucket", "")),
+    ("bucket:prefix", ("bucket", "prefix/")),
+    ("bucket:some/prefix", ("bucket", "some/prefix/")),
+    ("bucket:/some/prefix/", ("bucket", "some/prefix/")),
+    ("bucket:some/prefix//", ("bucket", "some/prefix/")),
+])
+def test_parse_bucket(spec: str, expected: tuple[str, str]) -> None:
+    assert parse_bucket(spec) == expected
+
+
+@pytest.mark.parametrize("spec", [
+    "", "ab", "Bucket", "UPPER", "-bucket", "bucket-", ".bucket", "bucket.", "buck et",
+    "bucket/prefix", "b" * 256, ":prefix",
+])
+def test_parse_bucket_rejects(spec: str) -> None:
+    with pytest.raises(ConfigError, match="invalid bucket name"):
+        parse_bucket(spec)
+
+
+# -- UploadConfig --------------------------------------------------------------------------
+
+
+def test_upload_config_defaults() -> None:
+    cfg = UploadConfig()
+    assert (cfg.part_size, cfg.concurrency, cfg.memory_limit) == (
+        DEFAULT_PART_SIZE, DEFAULT_UPLOAD_CONCURRENCY, DEFAULT_MEMORY_LIMIT)
+    assert cfg.max_parts_in_memory == DEFAULT_MEMORY_LIMIT // DEFAULT_PART_SIZE
+
+
+def test_upload_config_refuses_parts_below_5_mib() -> None:
+    UploadConfig(part_size=5 * MiB)  # the minimum itself is fine
+    with pytest.raises(ConfigError, match="5 MiB") as exc:
+        UploadConfig(part_size=5 * MiB - 1)
+    assert str(5 * MiB - 1) in str(exc.value)
+
+
+@pytest.mark.parametrize("kw", [
+    {"part_size": 5 * GiB + 1},
+    {"concurrency": 0},
+    {"part_size": 16 * MiB, "memory_limit": 8 * MiB},
+])
+def test_upload_config_rejects(kw: dict[str, int]) -> None:
+    with pytest.raises(ConfigError):
+        UploadConfig(**kw)
+
+
+def test_max_parts_in_memory_is_at_least_one() -> None:
+    assert UploadConfig(part_size=8 * MiB, memory_limit=15 * MiB).max_parts_in_memory == 1
+    assert UploadConfig(part_size=8 * MiB, memory_limit=64 * MiB).max_parts_in_memory == 8
+
+
+# -- cli.parse_args ------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    cfg = parse_args(["bucket", "/mnt/x"])
+    assert (cfg.s3.bucket, cfg.s3.prefix) == ("bucket", "")
+    assert (cfg.s3.endpoint_url, cfg.s3.region, cfg.s3.profile) == (None, None, None)
+    assert cfg.mountpoint == "/mnt/x"
+    assert cfg.upload == UploadConfig()
+    assert (cfg.foreground, cfg.debug, cfg.read_only) == (False, False, False)
+    assert (cfg.log_file, cfg.uid, cfg.gid) == (None, None, None)
+    assert cfg.fuse_options == ()
+
+
+def test_long_options() -> None:
+    cfg = parse_args(["bkt:data/in", "/m", "--endpoint-url", "http://127.0.0.1:9000",
+                      "--region", "eu-west-1", "--profile", "p", "--part-size", "16MiB",
+                      "--upload-concurrency", "8", "--memory-limit", "1G", "-f",
+                      "--read-only", "--uid", "1000", "--gid", "100", "--debug",
+                      "--log-file", "/tmp/log"])
+    assert (cfg.s3.bucket, cfg.s3.prefix) == ("bkt", "data/in/")
+    assert (cfg.s3.endpoint_url, cfg.s3.region, cfg.s3.profile) == (
+        "http://127.0.0.1:9000", "eu-west-1", "p")
+    assert cfg.upload == UploadConfig(part_size=16 * MiB, concurrency=8, memory_limit=GiB)
+    assert (cfg.foreground, cfg.read_only, cfg.debug) == (True, True, True)
+    assert (cfg.uid, cfg.gid, cfg.log_file) == (1000, 100, "/tmp/log")
+
+
+def test_dash_o_mixes_fuse_s3mpfs_and_fstab_options() -> None:
+    cfg = parse_args(["bucket", "/mnt", "-o",
+                      "allow_other,part_size=16M,endpoint_url=http://x,_netdev,noauto,"
+                      "x-systemd.automount"])
+    assert cfg.fuse_options == ("allow_other",)
+    assert cfg.upload.part_size == 16 * MiB
+    assert cfg.s3.endpoint_url == "http://x"
+    assert cfg.read_only is False
+
+
+def test_dash_o_repeated_and_spelled_with_dashes() -> None:
+    cfg = parse_args(["bucket", "/mnt", "-o", "upload-concurrency=3,uid=7", "-o",
+                      "gid=8,debug,fsname=s3mpfs,nofail,x-systemd.mount-timeout=30",
+                      "-o", "memory_limit=64M,region=r,profile=p,log_file=/l"])
+    assert cfg.upload.concurrency == 3
+    assert cfg.upload.memory_limit == 64 * MiB
+    assert (cfg.uid, cfg.gid, cfg.debug) == (7, 8, True)
+    assert (cfg.s3.region, cfg.s3.profile, cfg.log_file) == ("r", "p", "/l")
+    assert cfg.fuse_options == ("fsname=s3mpfs",)
+
+
+def test_dash_o_ro_is_read_only() -> None:
+    assert parse_args(["bucket", "/mnt", "-o", "ro"]).read_only is True
+    assert parse_args(["bucket", "/mnt", "-o", "rw"]).read_only is False
+
+
+def test_dash_o_comment_is_ignored() -> None:
+    """fstab's comment=... words are for userspace tools; cli.IGNORED means to skip them."""
+    cfg = parse_args(["bucket", "/mnt", "-o", "comment=systemd.automount,allow_other"])
+    assert cfg.fuse_options == ("allow_other",)
+
+
+@pytest.mark.parametrize(("option", "shown"), [
+    ("bogus", "unknown mount option -o bogus"),
+    ("allow_other,frobnicate=1", "unknown mount option -o frobnicate=1"),
+    ("part_size", "unknown mount option -o part_size"),  # a valued option needs its value
+    ("allow_other=1", "unknown mount option -o allow_other=1"),
+])
+def test_unknown_dash_o_exits_2(capsys: pytest.CaptureFixture[str], option: str,
+                                shown: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["bucket", "/mnt", "-o", option])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert shown in err
+    assert err.startswith("usage: s3mpfs")
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    (["--part-size", "4M"], "5 MiB"),
+    (["-o", "part_size=4M"], "5 MiB"),
+    (["--part-size", "lots"], "not a size"),
+    (["--upload-concurrency", "0"], "at least 1"),
+    (["--memory-limit", "4M"], "--memory-limit"),
+    (["-o", "uid=root"], "invalid literal"),
+])
+def test_bad_values_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
+                           shown: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["bucket", "/mnt", *argv])
+    assert exc.value.code == 2
+    assert shown in capsys.readouterr().err
+
+
+def test_bad_bucket_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["Not_A_Bucket", "/mnt"])
+    assert exc.value.code == 2
+    assert "invalid bucket name" in capsys.readouterr().err
+
+
+def test_missing_mountpoint_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["bucket"])
+    assert exc.value.code == 2
+    assert "MOUNTPOINT" in capsys.readouterr().err

@@ -1,0 +1,451 @@
+"""Filesystem semantics (s3mpfs.fs) on MemoryStore, without FUSE."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import AsyncIterator, Awaitable
+
+import pytest
+import trio
+import trio.testing
+
+from s3mpfs.config import MiB, UploadConfig
+from s3mpfs.errors import FsError, StoreError
+from s3mpfs.fs import Filesystem, FsOptions, SetAttr
+from s3mpfs.inodes import ROOT_INODE, Inode, Kind
+from s3mpfs.store.memory import MemoryStore
+from tests.helpers.faults import FaultyStore
+
+PART = 5 * MiB
+UID, GID = 1000, 1000
+
+
+def _opts(**kw: object) -> FsOptions:
+    upload = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
+    return FsOptions(upload=upload, uid=UID, gid=GID, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mem() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+async def fs(mem: MemoryStore) -> AsyncIterator[Filesystem]:
+    async with trio.open_nursery() as n:
+        filesystem = Filesystem(mem, _opts())
+        filesystem.start(n)
+        yield filesystem
+
+
+async def _errno(call: Awaitable[object]) -> int:
+    with pytest.raises(FsError) as exc:
+        await call
+    return exc.value.errno
+
+
+async def _create(fs: Filesystem, name: str, parent: int = ROOT_INODE,
+                  mode: int = 0o644) -> tuple[Inode, int]:
+    inode, fh = await fs.create(parent, name, mode, UID, GID)
+    return inode, fh
+
+
+def _data(size: int) -> bytes:
+    return bytes(i % 253 for i in range(size))
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+async def test_create_write_flush_release_stores_the_object(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    inode, fh = await _create(fs, "f.txt", mode=0o640)
+    assert await fs.write(fh, 0, b"hello ") == 6
+    assert await fs.write(fh, 6, b"world") == 5
+    assert "f.txt" not in mem.objects  # nothing before close
+    assert fs.size_of(inode) == 11
+    await fs.flush(fh)
+    await fs.release(fh)
+    obj = mem.objects["f.txt"]
+    assert obj.data == b"hello world"
+    assert obj.metadata["mode"] == str(stat.S_IFREG | 0o640)
+    assert (obj.metadata["uid"], obj.metadata["gid"]) == (str(UID), str(GID))
+    assert (inode.size, inode.etag) == (11, obj.etag)
+    assert mem.counts["PutObject"] == 1
+    assert len(fs.handles) == 0
+
+
+async def test_flush_without_new_bytes_keeps_the_existing_object(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    """`> f`: the shell opens with O_TRUNC, dup2()s and closes before the first byte."""
+    await mem.put("f", b"previous contents", metadata={})
+    inode = await fs.lookup(ROOT_INODE, "f")
+    fh = await fs.open(inode.ino, os.O_WRONLY | os.O_TRUNC)
+    await fs.flush(fh)
+    await fs.flush(fh)
+    assert mem.objects["f"].data == b"previous contents"
+    assert mem.counts["PutObject"] == 1  # only ours
+
+    await fs.write(fh, 0, b"new")
+    await fs.flush(fh)  # bytes since the last commit: commit now
+    assert mem.objects["f"].data == b"new"
+    await fs.write(fh, 3, b" and more")  # continues the same file
+    assert mem.objects["f"].data == b"new"
+    await fs.flush(fh)
+    assert mem.objects["f"].data == b"new and more"
+    puts = mem.counts["PutObject"]
+    await fs.flush(fh)  # nothing new again
+    await fs.release(fh)
+    assert mem.counts["PutObject"] == puts
+    assert mem.objects["f"].data == b"new and more"
+    assert inode.size == 12
+
+
+async def test_writes_after_flush_continue_a_multipart_file(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    data = _data(2 * PART + 500)
+    inode, fh = await _create(fs, "big")
+    await fs.write(fh, 0, data[:PART + 100])
+    await fs.flush(fh)
+    assert mem.objects["big"].data == data[:PART + 100]
+    await fs.write(fh, PART + 100, data[PART + 100:])
+    assert fs.size_of(inode) == len(data)
+    await fs.flush(fh)
+    await fs.release(fh)
+    assert mem.objects["big"].data == data
+    assert mem.uploads == {}
+    assert inode.size == len(data)
+
+
+async def test_release_of_a_never_written_new_file_stores_an_empty_object(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    _, fh = await _create(fs, "empty")
+    await fs.flush(fh)
+    assert "empty" not in mem.objects  # flush with nothing written does nothing
+    await fs.release(fh)
+    assert mem.objects["empty"].data == b""
+    info = await mem.head("empty")
+    assert info.metadata["mode"] == str(stat.S_IFREG | 0o644)
+
+
+async def test_release_commits_pending_bytes_without_flush(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    _, fh = await _create(fs, "f")
+    await fs.write(fh, 0, b"abc")
+    await fs.release(fh)
+    assert mem.objects["f"].data == b"abc"
+
+
+async def test_open_without_trunc_keeps_the_bytes_and_appends(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"data", metadata={"mode": str(stat.S_IFREG | 0o600)})
+    inode = await fs.lookup(ROOT_INODE, "f")
+    fh = await fs.open(inode.ino, os.O_WRONLY)
+    await fs.flush(fh)  # nothing written: the object stays as it is
+    assert mem.counts["PutObject"] == 1
+    await fs.write(fh, 4, b"+more")
+    await fs.release(fh)
+    assert mem.objects["f"].data == b"data+more"
+    assert mem.objects["f"].metadata["mode"] == str(stat.S_IFREG | 0o600)
+
+
+async def test_failed_part_fails_flush_and_leaves_no_upload_after_release(
+        mem: MemoryStore) -> None:
+    store = FaultyStore(mem)
+    store.fail("upload_part", StoreError("injected", code="InternalError"), nth=1)
+    await mem.put("f", b"old", metadata={})
+    async with trio.open_nursery() as n:
+        fs = Filesystem(store, _opts())
+        fs.start(n)
+        inode = await fs.lookup(ROOT_INODE, "f")
+        fh = await fs.open(inode.ino, os.O_WRONLY | os.O_TRUNC)
+        await fs.write(fh, 0, _data(PART + 1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert await _errno(fs.flush(fh)) == errno.EIO
+        assert await _errno(fs.write(fh, PART + 1, b"x")) == errno.EIO
+        await fs.release(fh)
+    assert mem.objects["f"].data == b"old"
+    assert mem.uploads == {}  # no multipart upload left to bill
+
+
+async def test_chmod_while_multipart_write_is_in_progress_is_kept(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    """cp -p / rsync: fchmod after the data, before close. The upload's metadata was sent
+    with CreateMultipartUpload, so the new mode must be applied after it completes."""
+    inode, fh = await _create(fs, "f", mode=0o644)
+    await fs.write(fh, 0, _data(PART + 10))
+    await trio.testing.wait_all_tasks_blocked()
+    assert mem.counts["CreateMultipartUpload"] == 1
+    await fs.setattr(inode.ino, SetAttr(mode=0o600), fh)
+    await fs.flush(fh)
+    await fs.release(fh)
+    assert mem.objects["f"].metadata["mode"] == str(stat.S_IFREG | 0o600)
+    assert stat.S_IMODE(inode.mode) == 0o600
+
+
+async def test_chmod_before_anything_was_sent_rides_on_the_put(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    inode, fh = await _create(fs, "f", mode=0o644)
+    await fs.write(fh, 0, b"abc")
+    await fs.setattr(inode.ino, SetAttr(mode=0o755), fh)
+    await fs.release(fh)
+    assert mem.objects["f"].metadata["mode"] == str(stat.S_IFREG | 0o755)
+    assert mem.counts["CopyObject"] == 0
+
+
+# -- names ---------------------------------------------------------------------------------
+
+
+async def test_lookup_file_and_directory(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("file", b"12345", metadata={"mode": str(stat.S_IFREG | 0o600),
+                                              "uid": "42", "mtime": "1700000000.5"})
+    await mem.put("dir/inner", b"x", metadata={})  # a prefix without a "dir/" marker
+    await mem.put("marked/", b"", metadata={})  # only a marker
+    f = await fs.lookup(ROOT_INODE, "file")
+    assert (f.kind, f.size, f.uid) == (Kind.FILE, 5, 42)
+    assert f.mode == stat.S_IFREG | 0o600
+    assert f.mtime_ns == 1_700_000_000_500_000_000
+    d = await fs.lookup(ROOT_INODE, "dir")
+    assert d.kind is Kind.DIR and stat.S_ISDIR(d.mode)
+    assert (await fs.lookup(ROOT_INODE, "marked")).kind is Kind.DIR
+    inner = await fs.lookup(d.ino, "inner")
+    assert (inner.kind, inner.path) == (Kind.FILE, "dir/inner")
+    assert await _errno(fs.lookup(ROOT_INODE, "missing")) == errno.ENOENT
+    assert await _errno(fs.lookup(d.ino, "missing")) == errno.ENOENT
+    assert await _errno(fs.lookup(f.ino, "x")) == errno.ENOTDIR
+    assert await fs.lookup(d.ino, "..") is fs.inodes[ROOT_INODE]
+
+
+async def test_lookup_name_both_file_and_prefix_is_a_directory(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("both", b"file", metadata={})
+    await mem.put("both/child", b"x", metadata={})
+    assert (await fs.lookup(ROOT_INODE, "both")).kind is Kind.DIR
+
+
+async def _readdir(fs: Filesystem, ino: int) -> dict[str, Inode]:
+    fh = fs.opendir(ino)
+    try:
+        entries = await fs.readdir(fh, 0)
+    finally:
+        fs.releasedir(fh)
+    names = [name for name, _, _ in entries]
+    assert len(names) == len(set(names)), names
+    assert [c for n, _, c in entries if n in (".", "..")] == [False, False]
+    return {name: inode for name, inode, _ in entries}
+
+
+async def test_readdir(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("a.txt", b"aaa", metadata={})
+    await mem.put("sub/x", b"x", metadata={})
+    await mem.put("sub/deeper/y", b"y", metadata={})
+    await mem.put("empty/", b"", metadata={})
+    _, fh = await _create(fs, "being-written")
+    await fs.write(fh, 0, b"partial")
+    entries = await _readdir(fs, ROOT_INODE)
+    assert sorted(entries) == [".", "..", "a.txt", "being-written", "empty", "sub"]
+    assert entries["a.txt"].kind is Kind.FILE and entries["a.txt"].size == 3
+    assert entries["sub"].kind is Kind.DIR and entries["empty"].kind is Kind.DIR
+    assert fs.size_of(entries["being-written"]) == 7
+    assert entries["."] is fs.inodes[ROOT_INODE]
+
+    sub = entries["sub"]
+    below = await _readdir(fs, sub.ino)
+    assert sorted(below) == [".", "..", "deeper", "x"]
+    assert below["."] is sub and below[".."] is fs.inodes[ROOT_INODE]
+    assert below["x"].path == "sub/x"
+    await fs.release(fh)
+
+
+async def test_readdir_from_an_offset(fs: Filesystem, mem: MemoryStore) -> None:
+    for name in ("a", "b", "c"):
+        await mem.put(name, b"", metadata={})
+    fh = fs.opendir(ROOT_INODE)
+    first = await fs.readdir(fh, 0)
+    rest = await fs.readdir(fh, 3)
+    fs.releasedir(fh)
+    assert [n for n, _, _ in first] == [".", "..", "a", "b", "c"]
+    assert [n for n, _, _ in rest] == ["b", "c"]
+
+
+async def test_mkdir_writes_a_marker(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("file", b"x", metadata={})
+    d = await fs.mkdir(ROOT_INODE, "newdir", 0o750, UID, GID)
+    assert d.kind is Kind.DIR
+    marker = mem.objects["newdir/"]
+    assert marker.data == b""
+    assert marker.metadata["mode"] == str(stat.S_IFDIR | 0o750)
+    assert await _errno(fs.mkdir(ROOT_INODE, "newdir", 0o755, UID, GID)) == errno.EEXIST
+    assert await _errno(fs.mkdir(ROOT_INODE, "file", 0o755, UID, GID)) == errno.EEXIST
+    nested = await fs.mkdir(d.ino, "inner", 0o755, UID, GID)
+    assert nested.path == "newdir/inner"
+    assert "newdir/inner/" in mem.objects
+
+
+async def test_rmdir(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"", metadata={})
+    d = await fs.mkdir(ROOT_INODE, "d", 0o755, UID, GID)
+    await mem.put("d/file", b"x", metadata={})
+    assert await _errno(fs.rmdir(ROOT_INODE, "d")) == errno.ENOTEMPTY
+    assert "d/" in mem.objects
+    await mem.delete("d/file")
+    await fs.mkdir(d.ino, "sub", 0o755, UID, GID)
+    assert await _errno(fs.rmdir(ROOT_INODE, "d")) == errno.ENOTEMPTY  # a subdirectory
+    await fs.rmdir(d.ino, "sub")
+    assert "d/sub/" not in mem.objects
+    await fs.rmdir(ROOT_INODE, "d")
+    assert "d/" not in mem.objects
+    assert await _errno(fs.lookup(ROOT_INODE, "d")) == errno.ENOENT
+
+    assert await _errno(fs.rmdir(ROOT_INODE, "f")) == errno.ENOTDIR
+    assert await _errno(fs.rmdir(ROOT_INODE, "nothing")) == errno.ENOENT
+
+
+async def test_rmdir_with_a_file_being_written_is_enotempty(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    d = await fs.mkdir(ROOT_INODE, "d", 0o755, UID, GID)
+    _, fh = await _create(fs, "pending", parent=d.ino)
+    assert await _errno(fs.rmdir(ROOT_INODE, "d")) == errno.ENOTEMPTY
+    await fs.release(fh)
+    assert "d/pending" in mem.objects
+
+
+async def test_unlink(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"x", metadata={})
+    await mem.put("keep", b"y", metadata={})
+    await fs.lookup(ROOT_INODE, "f")
+    await fs.unlink(ROOT_INODE, "f")
+    assert "f" not in mem.objects and "keep" in mem.objects
+    assert await _errno(fs.lookup(ROOT_INODE, "f")) == errno.ENOENT
+    assert await _errno(fs.unlink(ROOT_INODE, "f")) == errno.ENOENT
+    await fs.mkdir(ROOT_INODE, "d", 0o755, UID, GID)
+    assert await _errno(fs.unlink(ROOT_INODE, "d")) == errno.EISDIR
+
+
+async def test_unlink_while_writing_stores_nothing(fs: Filesystem, mem: MemoryStore) -> None:
+    _, fh = await _create(fs, "f")
+    await fs.write(fh, 0, _data(PART + 3))
+    await trio.testing.wait_all_tasks_blocked()
+    await fs.unlink(ROOT_INODE, "f")
+    await fs.write(fh, PART + 3, b"more")
+    await fs.flush(fh)
+    await fs.release(fh)
+    assert mem.objects == {}
+    assert mem.uploads == {}
+
+
+async def test_chmod_on_a_closed_file_rewrites_metadata_by_copy(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"contents", metadata={"mode": str(stat.S_IFREG | 0o644), "uid": "5"})
+    inode = await fs.lookup(ROOT_INODE, "f")
+    await fs.setattr(inode.ino, SetAttr(mode=0o600))
+    assert mem.counts["CopyObject"] == 1
+    info = await mem.head("f")
+    assert info.metadata["mode"] == str(stat.S_IFREG | 0o600)
+    assert info.metadata["uid"] == "5"
+    assert await mem.get_range("f", 0, 100) == b"contents"
+    assert inode.etag == info.etag
+    await fs.setattr(inode.ino, SetAttr(mode=0o600))  # no change: no request
+    assert mem.counts["CopyObject"] == 1
+
+
+async def test_chmod_of_a_replaced_object_is_refused(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"v1", metadata={})
+    inode = await fs.lookup(ROOT_INODE, "f")
+    await mem.put("f", b"v2 by someone else", metadata={})
+    with pytest.raises(StoreError):
+        await fs.setattr(inode.ino, SetAttr(mode=0o600))
+    assert await mem.get_range("f", 0, 100) == b"v2 by someone else"
+
+
+async def test_truncate_of_a_closed_file(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"contents", metadata={"mode": str(stat.S_IFREG | 0o600)})
+    inode = await fs.lookup(ROOT_INODE, "f")
+    await fs.setattr(inode.ino, SetAttr(size=3))
+    assert mem.objects["f"].data == b"con"
+    await fs.setattr(inode.ino, SetAttr(size=0))
+    assert mem.objects["f"].data == b""
+    assert inode.size == 0
+    assert mem.objects["f"].metadata["mode"] == str(stat.S_IFREG | 0o600)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+async def test_read_through_a_read_handle(fs: Filesystem, mem: MemoryStore) -> None:
+    data = _data(3 * MiB + 17)
+    await mem.put("f", data, metadata={})
+    inode = await fs.lookup(ROOT_INODE, "f")
+    fh = await fs.open(inode.ino, os.O_RDONLY)
+    assert await fs.read(fh, 0, 10) == data[:10]
+    assert await fs.read(fh, 10, 128 * 1024) == data[10:10 + 128 * 1024]
+    assert await fs.read(fh, 2 * MiB, MiB) == data[2 * MiB:3 * MiB]
+    assert await fs.read(fh, 5, 5) == data[5:10]  # backwards seek
+    assert await fs.read(fh, len(data) - 7, 4096) == data[-7:]  # short read at the end
+    assert await fs.read(fh, len(data), 4096) == b""
+    assert await fs.read(fh, len(data) + 100, 10) == b""
+    await fs.release(fh)
+    assert inode.open_handles == 0
+
+
+async def test_read_of_a_replaced_object_is_estale(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"v1" * 1000, metadata={})
+    inode = await fs.lookup(ROOT_INODE, "f")
+    fh = await fs.open(inode.ino, os.O_RDONLY)
+    await mem.put("f", b"v2" * 1000, metadata={})
+    assert await _errno(fs.read(fh, 0, 10)) == errno.ESTALE
+
+
+async def test_read_on_a_write_handle_is_einval(fs: Filesystem) -> None:
+    _, fh = await _create(fs, "f")
+    assert await _errno(fs.read(fh, 0, 10)) == errno.EINVAL
+    await fs.release(fh)
+
+
+# -- read-only -----------------------------------------------------------------------------
+
+
+async def test_read_only_refuses_every_change(mem: MemoryStore) -> None:
+    await mem.put("f", b"data", metadata={})
+    await mem.put("d/", b"", metadata={})
+    async with trio.open_nursery() as n:
+        fs = Filesystem(mem, _opts(read_only=True))
+        fs.start(n)
+        inode = await fs.lookup(ROOT_INODE, "f")
+        assert await _errno(fs.create(ROOT_INODE, "new", 0o644, UID, GID)) == errno.EROFS
+        assert await _errno(fs.open(inode.ino, os.O_WRONLY | os.O_TRUNC)) == errno.EROFS
+        assert await _errno(fs.mkdir(ROOT_INODE, "x", 0o755, UID, GID)) == errno.EROFS
+        assert await _errno(fs.rmdir(ROOT_INODE, "d")) == errno.EROFS
+        assert await _errno(fs.unlink(ROOT_INODE, "f")) == errno.EROFS
+        assert await _errno(fs.setattr(inode.ino, SetAttr(mode=0o600))) == errno.EROFS
+        fh = await fs.open(inode.ino, os.O_RDONLY)  # reading still works
+        assert await fs.read(fh, 0, 100) == b"data"
+        await fs.release(fh)
+    assert set(mem.objects) == {"f", "d/"}
+    assert mem.objects["f"].data == b"data"
+    assert mem.counts["PutObject"] == 2 and mem.counts["DeleteObject"] == 0
+
+
+async def test_prefix_option_maps_paths_below_the_prefix(mem: MemoryStore) -> None:
+    await mem.put("outside", b"not ours", metadata={})
+    await mem.put("pre/", b"", metadata={})
+    await mem.put("pre/existing", b"e", metadata={})
+    async with trio.open_nursery() as n:
+        fs = Filesystem(mem, _opts(prefix="pre/"))
+        fs.start(n)
+        assert sorted(await _readdir(fs, ROOT_INODE)) == [".", "..", "existing"]
+        assert await _errno(fs.lookup(ROOT_INODE, "outside")) == errno.ENOENT
+        d = await fs.mkdir(ROOT_INODE, "d", 0o755, UID, GID)
+        _, fh = await _create(fs, "f", parent=d.ino)
+        await fs.write(fh, 0, b"hi")
+        await fs.release(fh)
+    assert set(mem.objects) == {"outside", "pre/", "pre/existing", "pre/d/", "pre/d/f"}
+    assert mem.objects["pre/d/f"].data == b"hi"
+
+
+async def test_names_s3_cannot_hold_are_refused(fs: Filesystem) -> None:
+    assert await _errno(_create(fs, "x" * 256)) == errno.ENAMETOOLONG
+    assert await _errno(fs.mkdir(ROOT_INODE, "y" * 256, 0o755, UID, GID)) == errno.ENAMETOOLONG
+    assert await _errno(fs.lookup(ROOT_INODE, "")) == errno.EINVAL
