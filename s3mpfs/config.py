@@ -52,8 +52,12 @@ class UploadConfig:
     part_size: int = DEFAULT_PART_SIZE
     concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
     memory_limit: int = DEFAULT_MEMORY_LIMIT
+    # Some S3-compatible stores allow fewer parts (1,000 on some); the schedule adapts.
+    max_parts: int = MAX_PARTS
 
     def __post_init__(self) -> None:
+        if not 1 <= self.max_parts <= MAX_PARTS:
+            raise ConfigError(f"--max-parts must be between 1 and {MAX_PARTS} (S3's limit)")
         if self.part_size < MIN_PART_SIZE:
             raise ConfigError(
                 f"--part-size {self.part_size} is below 5 MiB ({MIN_PART_SIZE} bytes), "

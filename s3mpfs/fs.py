@@ -95,8 +95,9 @@ class Filesystem:
         self.inodes = InodeTable(uid=self.opts.uid, gid=self.opts.gid,
                                  file_mode=self.opts.file_mode, dir_mode=self.opts.dir_mode)
         self.handles = HandleTable()
-        self.budget = PartBudget(self.opts.upload.max_parts_in_memory,
-                                 keep_free=self.opts.upload.concurrency + 1)
+        self.budget = PartBudget(
+            self.opts.upload.max_parts_in_memory,
+            keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
         self.read_budget = ReadBudget()  # prefetched bytes across all read handles
         self._nursery: trio.Nursery | None = None
         # Complete directory listings by directory path: (valid until, name -> entry). They

@@ -50,8 +50,9 @@ from dataclasses import dataclass
 
 import trio
 
-from s3mpfs.config import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MiB, UploadConfig
+from s3mpfs.config import MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadConfig
 from s3mpfs.errors import FsError, StoreError
+from s3mpfs.parts import part_size
 from s3mpfs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -67,17 +68,23 @@ class State(enum.Enum):
 
 
 class PartBudget:
-    """Global limit on parts queued or in flight, plus a free list of part buffers.
+    """Global limit on parts queued or in flight, in units of the base part size, plus a free
+    list of part buffers.
 
-    Reusing buffers matters: bytearray(8 MiB) zero-fills and faults in 2048 pages, which is
-    measurable per part at 200 MB/s; a reused buffer is already resident.
+    A part weighs ceil(size / base) units, capped at the whole budget, so a grown part larger
+    than the budget can still go, alone. Units are gathered by one acquirer at a time: two big
+    parts can never each hold half and wait for each other.
+
+    Reusing buffers matters: bytearray(8 MiB) zero-fills and faults in 2048 pages, measurable
+    per part at 200 MB/s; a reused buffer is already resident. At most `keep_bytes` stay free.
     """
 
-    def __init__(self, max_parts: int, keep_free: int = 8) -> None:
+    def __init__(self, max_parts: int, keep_bytes: int = 64 * MiB) -> None:
         self.max_parts = max_parts
         self._slots = trio.Semaphore(max_parts)
+        self._gather = trio.Lock()
         self._free: dict[int, list[bytearray]] = {}
-        self._keep_free = keep_free
+        self._keep_bytes = keep_bytes
         self.in_flight = 0
 
     def take_buffer(self, size: int) -> bytearray:
@@ -85,17 +92,22 @@ class PartBudget:
         return free.pop() if free else bytearray(size)
 
     def give_buffer(self, buf: bytearray) -> None:
-        free = self._free.setdefault(len(buf), [])
-        if sum(len(v) for v in self._free.values()) < self._keep_free:
-            free.append(buf)
+        kept = sum(size * len(bufs) for size, bufs in self._free.items())
+        if kept + len(buf) <= self._keep_bytes:
+            self._free.setdefault(len(buf), []).append(buf)
 
-    async def acquire(self) -> None:
-        await self._slots.acquire()
+    async def acquire(self, weight: int = 1) -> int:
+        weight = max(1, min(weight, self.max_parts))
+        async with self._gather:
+            for _ in range(weight):
+                await self._slots.acquire()
         self.in_flight += 1
+        return weight
 
-    def release(self) -> None:
+    def release(self, weight: int = 1) -> None:
         self.in_flight -= 1
-        self._slots.release()
+        for _ in range(weight):
+            self._slots.release()
 
 
 def _body(buf: bytearray | None, length: int) -> bytes | bytearray:
@@ -142,7 +154,7 @@ class Upload:
         budget: PartBudget,
         nursery: trio.Nursery,
         metadata: Callable[[], Mapping[str, str]],
-        max_parts: int = MAX_PARTS,
+        max_parts: int | None = None,
         existing: Existing | None = None,
     ) -> None:
         self.store = store
@@ -151,7 +163,7 @@ class Upload:
         self.budget = budget
         self.nursery = nursery
         self.metadata = metadata  # read when the object's metadata is fixed (Create/Put)
-        self.max_parts = max_parts
+        self.max_parts = max_parts or cfg.max_parts
         self.state = State.NEW
         self.size = 0
         self.error: BaseException | None = None
@@ -219,7 +231,7 @@ class Upload:
             except StoreError as exc:
                 await self._fail(exc)
                 raise FsError(errno.EIO, f"cannot read {self.key} to extend it: {exc}") from exc
-            self._buf = self.budget.take_buffer(self.cfg.part_size)
+            self._buf = self.budget.take_buffer(self._part_size(1))
             self._buf[:keep] = data
             self._buf_len = keep
         self.size = keep
@@ -256,11 +268,11 @@ class Upload:
         while pos < len(view):
             if self._buf is None:
                 if self._next_part > self.max_parts and self._upload_id is not None:
-                    log.error("%s: file too large: all %d parts of %d bytes used",
-                              self.key, self.max_parts, self.cfg.part_size)
+                    log.error("%s: file too large: all %d parts used (%d bytes); the "
+                              "upload is aborted", self.key, self.max_parts, self.size)
                     await self._fail(FsError(errno.EFBIG, "more than the maximum parts"))
                     raise FsError(errno.EFBIG)
-                self._buf = self.budget.take_buffer(self.cfg.part_size)
+                self._buf = self.budget.take_buffer(self._part_size(self._next_part))
                 self._buf_len = 0
             take = min(len(self._buf) - self._buf_len, len(view) - pos)
             self._buf[self._buf_len:self._buf_len + take] = view[pos:pos + take]
@@ -279,7 +291,8 @@ class Upload:
         except StoreError as exc:
             await self._fail(exc)
             raise FsError(errno.EIO, str(exc)) from exc
-        await self.budget.acquire()
+        assert self._buf is not None
+        weight = await self.budget.acquire(-(-len(self._buf) // self.cfg.part_size))
         number = self._next_part
         self._next_part += 1
         buf, length = self._buf, self._buf_len
@@ -289,9 +302,10 @@ class Upload:
         keep = number == 1
         if keep:
             self._part1, self._part1_len = buf, length
-        self.nursery.start_soon(self._send_part, number, buf, length, keep)
+        self.nursery.start_soon(self._send_part, number, buf, length, keep, weight)
 
-    async def _send_part(self, number: int, buf: bytearray, length: int, keep: bool) -> None:
+    async def _send_part(self, number: int, buf: bytearray, length: int, keep: bool,
+                         weight: int) -> None:
         upload_id = self._upload_id
         try:
             assert upload_id is not None
@@ -306,7 +320,7 @@ class Upload:
         finally:
             if not keep:
                 self.budget.give_buffer(buf)
-            self.budget.release()
+            self.budget.release(weight)
             self._slots.release()
 
     async def _open_upload(self) -> None:
@@ -323,6 +337,9 @@ class Upload:
             self._parts[number] = await self.store.upload_part_copy(
                 self.key, self._upload_id, number, self.key, start, end, src_etag=self.etag)
         log.debug("%s: multipart upload %s opened", self.key, self._upload_id)
+
+    def _part_size(self, number: int) -> int:
+        return part_size(number, self.cfg.part_size, self.max_parts)
 
     async def _drain(self) -> None:
         """Wait until no part of this upload is in flight."""

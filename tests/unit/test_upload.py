@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from s3mpfs.config import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MiB, UploadConfig
 from s3mpfs.errors import FsError, PreconditionFailed, StoreError
+from s3mpfs.parts import capacity
 from s3mpfs.store.base import ObjectStore
 from s3mpfs.store.memory import MemoryStore
 from s3mpfs.upload import Existing, PartBudget, State, Upload, copy_ranges
@@ -547,13 +548,15 @@ async def test_too_many_parts_is_efbig_and_stores_nothing() -> None:
     store = MemoryStore()
     async with trio.open_nursery() as n:
         up = _upload(store, n, max_parts=2)
-        await up.write(0, _data(2 * PART))
+        full = capacity(PART, 2)  # parts grow: PART, then 2 * PART
+        assert full == 3 * PART
+        await up.write(0, _data(full))
         with pytest.raises(FsError) as exc:
-            await up.write(2 * PART, b"one byte too many")
+            await up.write(full, b"one byte too many")
         assert exc.value.errno == errno.EFBIG
         assert up.state is State.FAILED
         await _expect_eio(up.commit())
-        await _expect_eio(up.write(2 * PART, b"x"))
+        await _expect_eio(up.write(full, b"x"))
         await up.close()
         assert up.state is State.FAILED
     assert store.objects == {}
