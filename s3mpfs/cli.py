@@ -18,6 +18,7 @@ from s3mpfs.config import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_PART_SIZE,
     DEFAULT_UPLOAD_CONCURRENCY,
+    MAX_PARTS,
     ConfigError,
     MountConfig,
     S3Config,
@@ -43,11 +44,13 @@ IGNORED_PREFIXES = ("x-", "comment=", "user=")
 MOUNT_FUSE3_ONLY = ("setuid=", "drop_privileges")
 # -o names that mean an s3mpfs option (dash or underscore spelling both work).
 S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concurrency",
-                 "memory_limit", "log_file", "uid", "gid", "file_mode", "dir_mode", "umask"}
+                 "memory_limit", "max_parts", "checksum", "log_file", "uid", "gid", "file_mode",
+                 "dir_mode", "umask"}
 S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd"}
 
 USAGE = """s3mpfs BUCKET[:PREFIX] MOUNTPOINT [options]
        s3mpfs status MOUNTPOINT [--json]
+       s3mpfs uploads BUCKET[:PREFIX] [--abort] [--older-than AGE] [--all] [--endpoint-url URL]
        s3mpfs --version | --help"""
 
 EPILOG = """\
@@ -57,6 +60,8 @@ commands:
   s3mpfs status MOUNTPOINT   list the uploads in progress on a mount (--json for the raw
                              data); "status" means this only when MOUNTPOINT is an s3mpfs
                              mount point; `s3mpfs --status MOUNTPOINT` always does
+  s3mpfs uploads BUCKET      list (--abort: abort) multipart uploads a crashed s3mpfs left
+                             behind (--help for more); `s3mpfs --uploads BUCKET` always does
   getfattr -n user.s3mpfs.progress FILE
                              progress of one file being written
 
@@ -75,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="s3mpfs",
         usage=USAGE,
-        description="Mount an S3 bucket; files written into it stream to S3 as multipart "
+        description="Mount an S3 bucket; files written into it stream to S3 as multipart\n"
                     "uploads while they are written, and are complete objects on close().",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -96,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
                     metavar="N", help="parts queued or in flight per file; default %(default)s")
     up.add_argument("--memory-limit", default=str(DEFAULT_MEMORY_LIMIT), metavar="SIZE",
                     help="bytes of parts in flight across all files; default 256M")
+    up.add_argument("--max-parts", type=int, default=MAX_PARTS, metavar="N",
+                    help="most parts per upload (S3: 10000; lower for stores that allow "
+                         "fewer); part sizes grow in ten tiers to fit; default %(default)s")
+    up.add_argument("--checksum", choices=("crc64nvme", "crc32c", "md5", "off"),
+                    default="crc64nvme",
+                    help="checksum every part carries for S3 to verify; crc64nvme also gives "
+                         "the object a full-object CRC64NVME; md5 or off for stores that "
+                         "reject CRC headers; default %(default)s")
     mnt = p.add_argument_group("mount")
     mnt.add_argument("-f", "--foreground", action="store_true",
                      help="stay in the foreground (default: daemonise once mounted)")
@@ -107,10 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                           "nofail, x-systemd.*, ...) are ignored")
     perm = p.add_argument_group(
         "permissions",
-        "Without -o allow_other only the mounting user (and nobody else, not even root) can "
-        "use the mount. The kernel checks modes and owners (default_permissions is always "
-        "on). Objects keep the mode/uid/gid stored in their x-amz-meta-* headers; these "
-        "options apply to objects without them.")
+        "Without -o allow_other only the mounting user (and nobody else, not even root)\n"
+        "can use the mount. The kernel checks modes and owners (default_permissions is\n"
+        "always on). Objects keep the mode/uid/gid stored in their x-amz-meta-* headers;\n"
+        "these options apply to objects without them.")
     perm.add_argument("--read-only", action="store_true",
                       help="refuse every change with EROFS (also -o ro)")
     perm.add_argument("--uid", type=int, help="owner of objects without metadata "
@@ -182,7 +195,9 @@ def parse_args(argv: list[str]) -> MountConfig:
         bucket, prefix = parse_bucket(args.bucket)
         upload = UploadConfig(part_size=parse_size(args.part_size),
                               concurrency=int(args.upload_concurrency),
-                              memory_limit=parse_size(args.memory_limit))
+                              memory_limit=parse_size(args.memory_limit),
+                              max_parts=int(args.max_parts),
+                              checksum=str(args.checksum))
         file_mode, dir_mode = _modes(args)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
@@ -198,10 +213,12 @@ def parse_args(argv: list[str]) -> MountConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    from s3mpfs import status
+    from s3mpfs import orphans, status
 
     if status.wants_status(args):
         return status.main(args[1:])
+    if orphans.wants_uploads(args):  # `s3mpfs uploads BUCKET`: see orphans.py for the rule
+        return orphans.main(args[1:])
     cfg = parse_args(args)
     from s3mpfs.mount import run  # imported late: --help works without pyfuse3's libfuse
 

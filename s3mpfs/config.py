@@ -54,8 +54,12 @@ class UploadConfig:
     memory_limit: int = DEFAULT_MEMORY_LIMIT
     # Some S3-compatible stores allow fewer parts (1,000 on some); the schedule adapts.
     max_parts: int = MAX_PARTS
+    # What every part (and PutObject) carries for S3 to verify; see checksums.py.
+    checksum: str = "crc64nvme"
 
     def __post_init__(self) -> None:
+        if self.checksum not in ("crc64nvme", "crc32c", "md5", "off"):
+            raise ConfigError(f"--checksum {self.checksum!r}: use crc64nvme, crc32c, md5 or off")
         if not 1 <= self.max_parts <= MAX_PARTS:
             raise ConfigError(f"--max-parts must be between 1 and {MAX_PARTS} (S3's limit)")
         if self.part_size < MIN_PART_SIZE:

@@ -56,8 +56,9 @@ RENAME_EXCHANGE = 2
 # this long for the rename rsync does next, so the rename's CopyObject carries the new metadata
 # and the separate self-copy is saved (3 requests per rsync'd file instead of 4). The risk: a
 # daemon crash inside the window loses that attribute change (never data; the next rsync
-# re-sends the file). Every other attribute change is stored at once.
-FOLD_WINDOW = 1.0
+# re-sends the file). Every other attribute change is stored at once. 2 s leaves room for a
+# loaded machine between rsync's close, utimens and rename.
+FOLD_WINDOW = 2.0
 # Objects copied at once when a directory is renamed.
 RENAME_PARALLEL = 16
 

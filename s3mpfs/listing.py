@@ -46,6 +46,8 @@ async def list_dir(store: ObjectStore, dir_key: str,
         page = await store.list_page(dir_key, token=token)
         for p in page.prefixes:
             name = p[len(dir_key):-1]
+            if name == ".s3mpfs" and not dir_key:  # upload markers (orphans.py): hidden
+                continue
             if valid_name(name):
                 entries[name] = DirEntry(name, Kind.DIR)
             else:

@@ -66,8 +66,11 @@ class JournalFormatter(logging.Formatter):
 
 
 def setup_logging(*, debug: bool, log_file: str | None, daemon: bool,
-                  journal: bool = False) -> None:
-    """Replace the root logger's handlers. Raises OSError if log_file cannot be opened."""
+                  journal: bool = False, echo_warnings: bool = False) -> None:
+    """Replace the root logger's handlers. Raises OSError if log_file cannot be opened.
+
+    echo_warnings: also show warnings on stderr (start-up with --log-file before
+    daemonising: a warning about the mountpoint should reach the terminal too)."""
     handler: logging.Handler
     if log_file:
         handler = logging.handlers.WatchedFileHandler(log_file)
@@ -90,6 +93,12 @@ def setup_logging(*, debug: bool, log_file: str | None, daemon: bool,
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
+    if echo_warnings:
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.setLevel(logging.WARNING)
+        terminal.setFormatter(logging.Formatter("s3mpfs: %(levelname)s: %(message)s"))
+        terminal.addFilter(Redact())
+        root.addHandler(terminal)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     # botocore's debug log prints request headers (signatures, tokens) and bodies: never on.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):

@@ -20,11 +20,12 @@ import re
 import signal
 import stat
 import sys
+from collections.abc import Iterator
 
 import pyfuse3
 import trio
 
-from s3mpfs import __version__, status
+from s3mpfs import __version__, orphans, status
 from s3mpfs.config import MountConfig
 from s3mpfs.errors import StoreError
 from s3mpfs.fs import Filesystem, FsOptions
@@ -47,30 +48,49 @@ class MountError(Exception):
     """A start-up failure with a one-line, user-facing message."""
 
 
-def _check_mountpoint(path: str) -> None:
+def _check_mountpoint(path: str) -> bool:
+    """Raise MountError if s3mpfs cannot mount on path; return whether it is non-empty."""
     if FD_MOUNTPOINT.match(path):
-        return
+        return False
+    dead = MountError(f"{path} is a dead FUSE mount (its process is gone); clean it up with: "
+                      f"fusermount3 -u -z {path}")
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise MountError(f"mountpoint {path} does not exist") from None
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
-            raise MountError(f"{path} is a dead FUSE mount (its process is gone); clean it up "
-                             f"with: fusermount3 -u -z {path}") from None
+            raise dead from None
         raise MountError(f"cannot use mountpoint {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mountpoint {path} is not a directory")
     if os.path.ismount(path):
+        # stat() may be answered from the kernel's attribute cache; statfs always asks.
+        try:
+            os.statvfs(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                raise dead from None
         entry = status.find_mount(path)
         what = f" ({entry.fstype} {entry.source})" if entry else ""
         raise MountError(f"{path} is already a mount point{what}")
     # libfuse3 mounts over a non-empty directory (fuse2 needed -o nonempty); so do we, but
-    # say so: whatever is in there is hidden while the bucket is mounted.
+    # run() says so once mounted: whatever is in there is hidden meanwhile.
     with contextlib.suppress(OSError), os.scandir(path) as entries:
-        if next(entries, None) is not None:
-            log.warning("mountpoint %s is not empty: its contents are hidden while s3mpfs is "
-                        "mounted there", path)
+        return next(entries, None) is not None
+    return False
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only errors from `logger` meanwhile."""
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def _fuse_options(cfg: MountConfig) -> set[str]:
@@ -133,17 +153,19 @@ def run(cfg: MountConfig) -> int:
     log_file = os.path.abspath(cfg.log_file) if cfg.log_file else None
     try:
         try:
-            setup_logging(debug=cfg.debug, log_file=log_file, daemon=False, journal=journal)
+            setup_logging(debug=cfg.debug, log_file=log_file, daemon=False, journal=journal,
+                          echo_warnings=bool(log_file) and not foreground)
         except OSError as exc:
             raise MountError(f"cannot open log file {log_file}: {exc.strerror}") from None
-        _check_mountpoint(mountpoint)
+        non_empty = _check_mountpoint(mountpoint)
         if FD_MOUNTPOINT.match(mountpoint) and "default_permissions" not in cfg.fuse_options:
             # mount.fuse3 mounted with the options it was given; ours never reach the kernel.
             raise MountError("with -o drop_privileges, add default_permissions to the mount "
                              "options: s3mpfs relies on the kernel to check permissions")
         store = BotoStore(cfg.s3, threads=max(16, 4 * cfg.upload.concurrency))
         try:
-            store.check_bucket()
+            with _quiet("s3mpfs.s3"):  # retries: the one error line below says it all
+                store.check_bucket()
         except StoreError as exc:
             where = f" at {cfg.s3.endpoint_url}" if cfg.s3.endpoint_url else ""
             hint = ""
@@ -151,6 +173,7 @@ def run(cfg: MountConfig) -> int:
                 hint = (f" (to list a mount's uploads: s3mpfs --status MOUNTPOINT; "
                         f"{cfg.mountpoint} is not an s3mpfs mount)")
             raise MountError(f"cannot use bucket {cfg.s3.bucket!r}{where}: {exc}{hint}") from exc
+        orphans.warn_at_mount(store.client, cfg.s3)  # one WARNING if a crash left uploads
         fs = Filesystem(store, FsOptions(
             prefix=cfg.s3.prefix, upload=cfg.upload, read_only=cfg.read_only,
             uid=cfg.uid if cfg.uid is not None else os.getuid(),
@@ -160,12 +183,18 @@ def run(cfg: MountConfig) -> int:
         ))
         try:
             pyfuse3.init(Operations(fs), mountpoint, _fuse_options(cfg))
+            if non_empty:
+                log.warning("mountpoint %s is not empty: its contents are hidden while s3mpfs "
+                            "is mounted there", mountpoint)
         except RuntimeError as exc:
             raise MountError(f"cannot mount {mountpoint}: {exc}") from exc
     except MountError as exc:
         print(f"s3mpfs: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if not foreground:
+        if not log_file and not os.path.exists("/dev/log"):
+            log.warning("no syslog socket (/dev/log) and no --log-file: the daemon's log is "
+                        "lost once it detaches")
         _daemonize()
         setup_logging(debug=cfg.debug, log_file=log_file, daemon=True)
     where = _describe(cfg, mountpoint)

@@ -8,7 +8,8 @@
 
 Adding a name is one entry in XATTRS: an async function (fs, inode) -> bytes, or None where
 the attribute does not exist on that inode (getxattr answers ENODATA, listxattr leaves it out).
-The user.s3.* names are reserved for S3's own attributes (ETag, checksums).
+    user.s3.etag           the stored object's ETag (one HEAD)
+    user.s3.checksum       the stored object's checksum, "CRC64NVME:<base64>" (one HEAD)
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from s3mpfs import __version__
+from s3mpfs.errors import NotFound
 from s3mpfs.inodes import ROOT_INODE, Inode
+from s3mpfs.store.base import ObjectInfo
 from s3mpfs.upload import State, Upload
 
 if TYPE_CHECKING:
@@ -41,28 +44,14 @@ STATE_NAMES = {
 
 
 def progress(upload: Upload) -> dict[str, Any]:
-    """Where a writer stands: bytes written, bytes S3 holds, parts done and in flight.
-
-    `uploaded` counts parts S3 acknowledged (every part but a file's last is part_size bytes,
-    and after a close() they are the first parts of the continued file), or the whole file
-    once a close() committed everything written. Parts in flight are the parts of the open
-    multipart upload that were started and not acknowledged yet (upload.py numbers them from
-    1 and records each acknowledged one).
-    """
+    """Where a writer stands: bytes written, bytes S3 holds, parts done and in flight."""
     live = upload.state in (State.NEW, State.DIRTY, State.CLEAN)
-    in_flight = 0
-    if live and upload._upload_id is not None:
-        in_flight = max(0, upload._next_part - 1 - len(upload._parts))
-    if upload.state is State.CLEAN:
-        uploaded = upload.size
-    else:
-        uploaded = max(upload.committed_size, upload.parts_sent * upload.cfg.part_size)
     return {
         "state": STATE_NAMES.get(upload.state, upload.state.value),
         "written": upload.size,
-        "uploaded": min(uploaded, upload.size) if live else uploaded,
+        "uploaded": upload.bytes_in_s3,
         "parts_done": upload.parts_sent,
-        "parts_in_flight": in_flight,
+        "parts_in_flight": upload.parts_in_flight if live else 0,
         "buffered": upload.buffered_bytes if live else 0,
     }
 
@@ -109,11 +98,35 @@ async def _status(fs: Filesystem, inode: Inode) -> bytes | None:
     return _json(mount_status(fs)) if inode.ino == ROOT_INODE else None
 
 
+async def _stored(fs: Filesystem, inode: Inode) -> ObjectInfo | None:
+    """What S3 holds under the file's key now (one HEAD): the truth a backup is checked by."""
+    if inode.is_dir:
+        return None
+    try:
+        return await fs.store.head(fs.key(inode))
+    except NotFound:
+        return None
+
+
+async def _etag(fs: Filesystem, inode: Inode) -> bytes | None:
+    info = await _stored(fs, inode)
+    return None if info is None else info.etag.strip('"').encode()
+
+
+async def _checksum(fs: Filesystem, inode: Inode) -> bytes | None:
+    info = await _stored(fs, inode)
+    if info is None or info.checksum is None:
+        return None
+    return f"{info.checksum.algorithm}:{info.checksum.value}".encode()
+
+
 Getter = Callable[["Filesystem", Inode], Awaitable[bytes | None]]
 
 XATTRS: dict[str, Getter] = {
     PROGRESS: _progress,
     STATUS: _status,
+    "user.s3.etag": _etag,  # S3's ETag (md5 of the part md5s, "-N", for multipart objects)
+    "user.s3.checksum": _checksum,  # e.g. CRC64NVME:base64, as S3 stored and verified it
 }
 
 
@@ -122,5 +135,18 @@ async def get(fs: Filesystem, inode: Inode, name: str) -> bytes | None:
     return None if getter is None else await getter(fs, inode)
 
 
+# listxattr must stay cheap (cp -a, rsync -X and getfattr -d call it per file): the S3 names
+# are listed for every stored file without asking S3; reading one does the HEAD.
+_LISTED_WITHOUT_LOOKUP = {"user.s3.etag", "user.s3.checksum"}
+
+
 async def names(fs: Filesystem, inode: Inode) -> list[str]:
-    return [name for name, getter in XATTRS.items() if await getter(fs, inode) is not None]
+    out = []
+    for name, getter in XATTRS.items():
+        if name in _LISTED_WITHOUT_LOOKUP:
+            present = not inode.is_dir and inode.etag is not None
+        else:
+            present = await getter(fs, inode) is not None
+        if present:
+            out.append(name)
+    return out

@@ -5,8 +5,9 @@ memory.py (a dict with S3's multipart rules, for fast unit tests). tests/store/t
 runs one suite against both so the fake stays honest.
 
 Every method raises errors.StoreError subclasses only; keys are full S3 keys (prefix included).
-Ranges are half-open [start, end). Every store counts its calls per operation in `counts`
-(S3 bills per request, so tests and the debug log look at these).
+Ranges are half-open [start, end). Checksums (checksums.Checksum) are verified by the store:
+a mismatch raises StoreError (S3: BadDigest / InvalidRequest). Every store counts its calls
+per operation in `counts` (S3 bills per request, so tests and the debug log look at these).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from s3mpfs.checksums import Checksum
 
 Data = bytes | bytearray | memoryview
 
@@ -26,6 +29,7 @@ class ObjectInfo:
     etag: str
     mtime: float  # LastModified, seconds since the epoch
     metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-*, HEAD only
+    checksum: Checksum | None = None  # the stored object's checksum, HEAD only
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class ObjectStore(Protocol):
         self, key: str, start: int, end: int, *, if_match: str | None = None
     ) -> bytes: ...
 
-    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str]) -> str: ...
+    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
+                  checksum: Checksum | None = None) -> str: ...
 
     async def copy(
         self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None,
@@ -72,9 +77,11 @@ class ObjectStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def create_upload(self, key: str, *, metadata: Mapping[str, str]) -> str: ...
+    async def create_upload(self, key: str, *, metadata: Mapping[str, str],
+                            checksum_algorithm: str | None = None) -> str: ...
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: Data) -> str: ...
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
+                          checksum: Checksum | None = None) -> str: ...
 
     async def upload_part_copy(
         self, key: str, upload_id: str, number: int, src_key: str, start: int, end: int,
@@ -82,7 +89,9 @@ class ObjectStore(Protocol):
     ) -> str: ...
 
     async def complete_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+        part_checksums: Mapping[int, Checksum] | None = None,
+        checksum: Checksum | None = None,
     ) -> str: ...
 
     async def abort_upload(self, key: str, upload_id: str) -> None: ...

@@ -24,6 +24,7 @@ import botocore.exceptions
 import trio
 
 from s3mpfs import requestlog
+from s3mpfs.checksums import Checksum
 from s3mpfs.config import S3Config
 from s3mpfs.errors import (
     AccessDenied,
@@ -109,6 +110,27 @@ def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 5) 
     return client
 
 
+def _checksum_args(checksum: Checksum | None, *, declare: bool = True) -> dict[str, str]:
+    """A checksum as the request parameters botocore turns into headers. S3 (and moto) store
+    a PutObject's checksum only when the algorithm is declared beside the value."""
+    if checksum is None:
+        return {}
+    if checksum.algorithm == "MD5":
+        return {"ContentMD5": checksum.value}
+    args = {f"Checksum{checksum.algorithm}": checksum.value}
+    if declare:
+        args["ChecksumAlgorithm"] = checksum.algorithm
+    return args
+
+
+def _stored_checksum(response: Mapping[str, Any]) -> Checksum | None:
+    for algorithm in ("CRC64NVME", "CRC32C", "CRC32", "SHA256", "SHA1"):
+        value = response.get(f"Checksum{algorithm}")
+        if value:
+            return Checksum(algorithm, str(value))
+    return None
+
+
 def _mtime(value: Any) -> float:
     return float(value.timestamp()) if value is not None else time.time()
 
@@ -136,11 +158,10 @@ class BotoStore:
             self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
 
     async def head(self, key: str) -> ObjectInfo:
-        r = await self._call(
-            "HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
-        )
+        r = await self._call("HeadObject", key, lambda: self.client.head_object(
+            Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"))
         return ObjectInfo(key, r["ContentLength"], r["ETag"], _mtime(r.get("LastModified")),
-                          dict(r.get("Metadata", {})))
+                          dict(r.get("Metadata", {})), _stored_checksum(r))
 
     async def list_page(
         self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
@@ -177,9 +198,11 @@ class BotoStore:
 
         return await self._call("GetObject", key, get)
 
-    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str]) -> str:
+    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
+                  checksum: Checksum | None = None) -> str:
         r = await self._call("PutObject", key, lambda: self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, Metadata=dict(metadata)))
+            Bucket=self.bucket, Key=key, Body=data, Metadata=dict(metadata),
+            **_checksum_args(checksum)))
         return str(r["ETag"])
 
     async def copy(
@@ -200,15 +223,22 @@ class BotoStore:
         await self._call("DeleteObject", key,
                          lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
-    async def create_upload(self, key: str, *, metadata: Mapping[str, str]) -> str:
+    async def create_upload(self, key: str, *, metadata: Mapping[str, str],
+                            checksum_algorithm: str | None = None) -> str:
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": dict(metadata)}
+        if checksum_algorithm:
+            kw["ChecksumAlgorithm"] = checksum_algorithm
+            if checksum_algorithm == "CRC64NVME":
+                kw["ChecksumType"] = "FULL_OBJECT"  # CRC64NVME uploads are full-object only
         r = await self._call("CreateMultipartUpload", key,
-                             lambda: self.client.create_multipart_upload(
-                                 Bucket=self.bucket, Key=key, Metadata=dict(metadata)))
+                             lambda: self.client.create_multipart_upload(**kw))
         return str(r["UploadId"])
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: Data) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
+                          checksum: Checksum | None = None) -> str:
         r = await self._call("UploadPart", f"{key} part {number}", lambda: self.client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data))
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data,
+            **_checksum_args(checksum)))
         return str(r["ETag"])
 
     async def upload_part_copy(
@@ -227,13 +257,20 @@ class BotoStore:
         return str(r["CopyPartResult"]["ETag"])
 
     async def complete_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+        part_checksums: Mapping[int, Checksum] | None = None,
+        checksum: Checksum | None = None,
     ) -> str:
-        body = {"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]}
+        sums = part_checksums or {}
+        body = {"Parts": [{"PartNumber": n, "ETag": e,
+                           **_checksum_args(sums.get(n), declare=False)} for n, e in parts]}
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
+                              "MultipartUpload": body,
+                              **_checksum_args(checksum, declare=False)}
+        if checksum is not None and checksum.algorithm == "CRC64NVME":
+            kw["ChecksumType"] = "FULL_OBJECT"
         r = await self._call("CompleteMultipartUpload", key,
-                             lambda: self.client.complete_multipart_upload(
-                                 Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                 MultipartUpload=body))
+                             lambda: self.client.complete_multipart_upload(**kw))
         return str(r["ETag"])
 
     async def abort_upload(self, key: str, upload_id: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from s3mpfs.checksums import Checksum, compute
 from s3mpfs.config import MIN_PART_SIZE
 from s3mpfs.errors import NotFound, PreconditionFailed, StoreError
 from s3mpfs.store.base import Data, ListPage, ObjectInfo, PartInfo, UploadInfo
@@ -28,6 +29,7 @@ class _Object:
     etag: str
     mtime: float
     metadata: dict[str, str]
+    checksum: Checksum | None = None
 
 
 @dataclass
@@ -36,6 +38,7 @@ class _Upload:
     metadata: dict[str, str]
     initiated: float
     parts: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+    algorithm: str | None = None
 
 
 # Sorts after every key that shares a prefix: keys are UTF-8 text, this is the last code point.
@@ -44,6 +47,17 @@ _AFTER_ALL = "\U0010ffff"
 
 def _md5_etag(data: bytes) -> str:
     return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def _verify(checksum: Checksum | None, body: bytes) -> Checksum | None:
+    """What S3 does with a checksum header: recompute it and refuse the body on mismatch."""
+    if checksum is None:
+        return None
+    actual = compute(checksum.algorithm.lower(), body)
+    if actual is None or actual.value != checksum.value:
+        raise StoreError(f"{checksum.algorithm} mismatch: the body was damaged",
+                         code="BadDigest")
+    return actual
 
 
 def _meta(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -80,7 +94,8 @@ class MemoryStore:
     async def head(self, key: str) -> ObjectInfo:
         await self._op("HeadObject")
         obj = self._get(key)
-        return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata))
+        return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata),
+                          obj.checksum)
 
     async def list_page(
         self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
@@ -121,11 +136,14 @@ class MemoryStore:
             raise StoreError(f"range starts past the end of {key}", code="InvalidRange")
         return data[start:end]
 
-    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str]) -> str:
+    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
+                  checksum: Checksum | None = None) -> str:
         await self._op("PutObject")
         body = bytes(data)
+        stored = _verify(checksum, body)
         etag = _md5_etag(body)
-        self.objects[key] = _Object(body, etag, time.time(), _meta(metadata))
+        self.objects[key] = _Object(body, etag, time.time(), _meta(metadata),
+                                    stored if stored and stored.algorithm != "MD5" else None)
         return etag
 
     async def copy(
@@ -145,15 +163,20 @@ class MemoryStore:
         await self._op("DeleteObject")
         self.objects.pop(key, None)
 
-    async def create_upload(self, key: str, *, metadata: Mapping[str, str]) -> str:
+    async def create_upload(self, key: str, *, metadata: Mapping[str, str],
+                            checksum_algorithm: str | None = None) -> str:
         await self._op("CreateMultipartUpload")
         upload_id = f"mem-upload-{next(self._ids)}"
-        self.uploads[upload_id] = _Upload(key, _meta(metadata), time.time())
+        self.uploads[upload_id] = _Upload(key, _meta(metadata), time.time(),
+                                          algorithm=checksum_algorithm)
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: Data) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
+                          checksum: Checksum | None = None) -> str:
         await self._op("UploadPart")
-        return self._store_part(key, upload_id, number, bytes(data))
+        body = bytes(data)
+        _verify(checksum, body)
+        return self._store_part(key, upload_id, number, body)
 
     def _store_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
         up = self._upload(key, upload_id)
@@ -174,7 +197,9 @@ class MemoryStore:
         return self._store_part(key, upload_id, number, src.data[start:end])
 
     async def complete_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+        part_checksums: Mapping[int, Checksum] | None = None,
+        checksum: Checksum | None = None,
     ) -> str:
         await self._op("CompleteMultipartUpload")
         up = self._upload(key, upload_id)
@@ -190,10 +215,16 @@ class MemoryStore:
                 raise StoreError(f"part {number} missing or changed", code="InvalidPart")
             if i < len(parts) - 1 and len(stored[0]) < self.min_part_size:
                 raise StoreError(f"part {number} is too small", code="EntityTooSmall")
+            _verify((part_checksums or {}).get(number), stored[0])
             bodies.append(stored[0])
         digest = hashlib.md5(b"".join(bytes.fromhex(e.strip('"')) for _, e in parts))
         etag = f'"{digest.hexdigest()}-{len(parts)}"'
-        self.objects[key] = _Object(b"".join(bodies), etag, time.time(), up.metadata)
+        data = b"".join(bodies)
+        # A FULL_OBJECT CRC64NVME upload: S3 checks the client's value, or computes its own.
+        full = _verify(checksum, data)
+        if full is None and up.algorithm == "CRC64NVME":
+            full = compute("crc64nvme", data)
+        self.objects[key] = _Object(data, etag, time.time(), up.metadata, full)
         del self.uploads[upload_id]
         return etag
 

@@ -11,6 +11,16 @@ import pytest
 from tests.helpers.s3proxy import S3Proxy
 from tests.helpers.servers import MotoServer, Mount
 
+# Lines test modules want shown after the run (test_faults.py: its tally of faults/outcomes).
+SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY_LINES:
+        terminalreporter.section("fault injection")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture
 def proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:

@@ -141,16 +141,17 @@ def test_group_redirection_with_large_output_continues_the_upload(
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def test_non_sequential_write_is_einval(mount: Mount, s3: Any, bucket: str) -> None:
+def test_write_past_the_end_fills_the_gap_with_zeros(mount: Mount, s3: Any,
+                                                     bucket: str) -> None:
     fd = os.open(mount.mountpoint / "holey", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.write(fd, b"x" * 100)
-        with pytest.raises(OSError) as exc:
-            os.pwrite(fd, b"y", 5000)
-        assert exc.value.errno == errno.EINVAL
+        os.pwrite(fd, b"y", 5000)
+        os.pwrite(fd, b"z", 50)  # inside the part still being filled: rewritten in place
     finally:
         os.close(fd)
-    assert "sequential" in mount.log()
+    assert object_bytes(s3, bucket, "holey") == b"x" * 50 + b"z" + b"x" * 49 + \
+        b"\0" * 4900 + b"y"
 
 
 def test_server_dying_mid_write_fails_close_and_stores_nothing(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from s3mpfs.checksums import Checksum
 from s3mpfs.errors import StoreError
 from s3mpfs.store.base import Data, ListPage, ObjectInfo, ObjectStore, PartInfo, UploadInfo
 
@@ -103,9 +104,10 @@ class FaultyStore:
         await self._enter("get_range")
         return await self.inner.get_range(key, start, end, if_match=if_match)
 
-    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str]) -> str:
+    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
+                  checksum: Checksum | None = None) -> str:
         await self._enter("put")
-        return await self.inner.put(key, data, metadata=metadata)
+        return await self.inner.put(key, data, metadata=metadata, checksum=checksum)
 
     async def copy(
         self,
@@ -122,13 +124,16 @@ class FaultyStore:
         await self._enter("delete")
         await self.inner.delete(key)
 
-    async def create_upload(self, key: str, *, metadata: Mapping[str, str]) -> str:
+    async def create_upload(self, key: str, *, metadata: Mapping[str, str],
+                            checksum_algorithm: str | None = None) -> str:
         await self._enter("create_upload")
-        return await self.inner.create_upload(key, metadata=metadata)
+        return await self.inner.create_upload(key, metadata=metadata,
+                                              checksum_algorithm=checksum_algorithm)
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: Data) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
+                          checksum: Checksum | None = None) -> str:
         await self._enter("upload_part")
-        return await self.inner.upload_part(key, upload_id, number, data)
+        return await self.inner.upload_part(key, upload_id, number, data, checksum)
 
     async def upload_part_copy(
         self,
@@ -147,10 +152,14 @@ class FaultyStore:
         )
 
     async def complete_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
+        part_checksums: Mapping[int, Checksum] | None = None,
+        checksum: Checksum | None = None,
     ) -> str:
         await self._enter("complete_upload")
-        return await self.inner.complete_upload(key, upload_id, parts)
+        return await self.inner.complete_upload(key, upload_id, parts,
+                                                part_checksums=part_checksums,
+                                                checksum=checksum)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self._enter("abort_upload")
