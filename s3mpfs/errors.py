@@ -23,9 +23,10 @@ import errno
 class StoreError(Exception):
     """An S3 request failed (after the store's own retries)."""
 
-    def __init__(self, message: str, *, code: str = "") -> None:
+    def __init__(self, message: str, *, code: str = "", status: int | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = code  # S3's error code, or the botocore exception's class name
+        self.status = status  # the HTTP status, when the server answered
 
 
 class NotFound(StoreError):

@@ -1,6 +1,7 @@
 """S3 request logging through botocore's event hooks on our client.
 
-    WARNING  every retry botocore makes (standard retry mode retries silently otherwise):
+    WARNING  every retry (BotoStore retries itself and logs through this logger; a client made
+             with attempts > 1 for a script is logged here from botocore's own retries):
              "S3 UploadPart big.bin part 3: retrying (attempt 2 of 5) after HTTP 503 SlowDown"
     DEBUG    every HTTP attempt (with --debug):
              "S3 PutObject notes.txt: HTTP 200 in 0.013 s"
@@ -50,6 +51,11 @@ def _on_attempt(request: Any, operation_name: str, **_: Any) -> None:
         of = f" of {total}" if total else ""
         log.warning("S3 %s %s: retrying (attempt %d%s) after %s", operation_name,
                     context.get(_LABEL, ""), attempt, of, context.get(_CAUSE, "an error"))
+
+
+def strip_query(text: str) -> str:
+    """Drop URL query strings (a presigned URL carries its signature there)."""
+    return _QUERY.sub("", text)
 
 
 def describe(response_dict: dict[str, Any] | None, parsed: dict[str, Any] | None,

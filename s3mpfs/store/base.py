@@ -94,7 +94,8 @@ class ObjectStore(Protocol):
         checksum: Checksum | None = None,
     ) -> str: ...
 
-    async def abort_upload(self, key: str, upload_id: str) -> None: ...
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Idempotent: aborting an upload that is already gone succeeds."""
 
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]: ...
 

@@ -4,15 +4,21 @@ One boto3 client serves every thread (clients are thread-safe, sessions are not:
 Threads are bounded by one CapacityLimiter, and botocore's connection pool is sized to match it:
 with more requests than pooled connections, botocore queues them invisibly (its default is 10).
 
-botocore retries transient failures itself (retry mode "standard": 500/503, throttling,
-connection errors, with jittered backoff), so a request that raises here has failed for good.
+Retries live here, in `_call`, and nowhere else: botocore makes one attempt per call, and a
+transient failure (HTTP 500/502/503/504, throttling, a reset or timed-out connection, a damaged
+body) is retried with jittered exponential backoff, up to `attempts` in all, each retry logged
+as a WARNING. Not botocore's "standard" mode: its retry quota is per client (500 tokens, 14 per
+retried 5xx, refunded only by successes), so after an outage of ~35 failed retries a mount would
+stop retrying altogether. A request that raises out of `_call` has failed for good.
 `_map_errors` is the one place botocore's exceptions become StoreError types.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -75,8 +81,8 @@ def _map_errors(what: str) -> Iterator[None]:
         if code in _DENIED or status == 403:
             raise AccessDenied(text, code=code) from exc
         if code in ("PreconditionFailed", "412") or status == 412:
-            raise PreconditionFailed(text, code=code) from exc
-        raise StoreError(text, code=code) from exc
+            raise PreconditionFailed(text, code=code, status=status) from exc
+        raise StoreError(text, code=code, status=status) from exc
     except botocore.exceptions.NoCredentialsError as exc:
         raise AccessDenied(f"{what}: no AWS credentials found".lstrip(": "),
                            code="NoCredentials") from exc
@@ -86,7 +92,8 @@ def _map_errors(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {exc}".lstrip(": "), code=type(exc).__name__) from exc
 
 
-def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 5) -> Any:
+def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 1) -> Any:
+    """A client for BotoStore (attempts=1: BotoStore retries) or for one-off scripts."""
     session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
     s3_opts: dict[str, Any] = {}
     if cfg.endpoint_url:
@@ -131,16 +138,50 @@ def _stored_checksum(response: Mapping[str, Any]) -> Checksum | None:
     return None
 
 
+def multipart_etag(part_etags: Sequence[str]) -> str:
+    """S3's ETag of a completed multipart upload: md5 of the parts' binary md5s, "-N"."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(e.strip('"')) for e in part_etags))
+    return f"{digest.hexdigest()}-{len(part_etags)}"
+
+
 def _mtime(value: Any) -> float:
     return float(value.timestamp()) if value is not None else time.time()
 
 
+# S3's codes for "try again" (AWS SDKs' standard retry set) and for "slow down".
+_THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+               "BandwidthLimitExceeded", "TooManyRequestsException"}
+_TRANSIENT = _THROTTLING | {
+    "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
+    "PriorRequestNotComplete", "BadDigest", "IncompleteBody",
+    # botocore's names for a body cut off on the way
+    "ResponseStreamingError", "IncompleteReadError", "ChecksumError"}
+ATTEMPTS = 5
+# Backoff before retry n (1-based): base * 2**(n-1), capped, times a jitter in [0.5, 1.5).
+# 0.25 s: a 5xx blip is usually over within a second; throttling (503 SlowDown) wants seconds.
+BACKOFF_BASE = 0.25
+THROTTLE_BASE = 1.0
+BACKOFF_CAP = 20.0
+
+
+def transient(exc: StoreError) -> bool:
+    return (isinstance(exc, Unreachable) or exc.status in (500, 502, 503, 504)
+            or exc.code in _TRANSIENT)
+
+
+def _cause(exc: StoreError) -> str:
+    if exc.status is not None:
+        return f"HTTP {exc.status} {exc.code}".rstrip()
+    return f"{exc.code}: {requestlog.strip_query(str(exc))}"
+
+
 class BotoStore:
-    def __init__(self, cfg: S3Config, *, threads: int = 32) -> None:
+    def __init__(self, cfg: S3Config, *, threads: int = 32, attempts: int = ATTEMPTS) -> None:
         self.bucket = cfg.bucket
         self.client = make_client(cfg, max_connections=threads)
         self.limiter = trio.CapacityLimiter(threads)
         self.counts: Counter[str] = Counter()
+        self.attempts = attempts
 
     async def _call(self, op: str, what: str, fn: Callable[[], T]) -> T:
         self.counts[op] += 1
@@ -149,8 +190,21 @@ class BotoStore:
             with _map_errors(f"{op} {what}"):
                 return fn()
 
-        # Never abandon_on_cancel: a mutating S3 call must finish before we decide what it did.
-        return await trio.to_thread.run_sync(run, limiter=self.limiter)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                # Never abandon_on_cancel: a mutating S3 call must finish before we decide
+                # what it did.
+                return await trio.to_thread.run_sync(run, limiter=self.limiter)
+            except StoreError as exc:
+                if attempt == self.attempts or not transient(exc):
+                    raise
+                base = THROTTLE_BASE if exc.code in _THROTTLING or exc.status == 503 \
+                    else BACKOFF_BASE
+                delay = min(BACKOFF_CAP, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                requestlog.log.warning("S3 %s %s: retrying (attempt %d of %d) after %s", op,
+                                       what, attempt + 1, self.attempts, _cause(exc))
+                await trio.sleep(delay)
+        raise AssertionError("unreachable")
 
     def check_bucket(self) -> None:
         """Synchronous start-up check: the bucket exists and these credentials may list it."""
@@ -269,13 +323,30 @@ class BotoStore:
                               **_checksum_args(checksum, declare=False)}
         if checksum is not None and checksum.algorithm == "CRC64NVME":
             kw["ChecksumType"] = "FULL_OBJECT"
-        r = await self._call("CompleteMultipartUpload", key,
-                             lambda: self.client.complete_multipart_upload(**kw))
+        try:
+            r = await self._call("CompleteMultipartUpload", key,
+                                 lambda: self.client.complete_multipart_upload(**kw))
+        except NotFound:
+            # NoSuchUpload: if a retry follows a Complete whose answer was lost, the upload is
+            # already the object. Its ETag (md5 of the part md5s, "-N") proves it is ours.
+            expected = multipart_etag([e for _, e in parts])
+            try:
+                info = await self.head(key)
+            except NotFound:
+                info = None
+            if info is None or info.etag.strip('"') != expected:
+                raise
+            log.warning("%s: upload %s was already complete (a lost answer, retried)", key,
+                        upload_id)
+            return info.etag
         return str(r["ETag"])
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
-        await self._call("AbortMultipartUpload", key, lambda: self.client.abort_multipart_upload(
-            Bucket=self.bucket, Key=key, UploadId=upload_id))
+        # NoSuchUpload: already gone, e.g. a retry after an abort whose answer was lost.
+        with contextlib.suppress(NotFound):
+            await self._call("AbortMultipartUpload", key,
+                             lambda: self.client.abort_multipart_upload(
+                                 Bucket=self.bucket, Key=key, UploadId=upload_id))
 
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         def run() -> list[PartInfo]:

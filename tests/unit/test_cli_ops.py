@@ -21,7 +21,7 @@ from s3mpfs.config import MiB, S3Config, UploadConfig, parse_mode
 from s3mpfs.errors import FsError
 from s3mpfs.fs import Filesystem, FsOptions
 from s3mpfs.inodes import ROOT_INODE
-from s3mpfs.store.boto import make_client
+from s3mpfs.store.boto import BotoStore
 from s3mpfs.store.memory import MemoryStore
 from tests.helpers.faults import FaultyStore
 from tests.helpers.s3proxy import S3Proxy
@@ -300,12 +300,12 @@ def proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
         p.stop()
 
 
-def test_retries_are_logged_as_warnings(proxy: S3Proxy, bucket: str,
-                                        caplog: pytest.LogCaptureFixture) -> None:
-    client = make_client(S3Config(bucket, endpoint_url=proxy.url))
+async def test_retries_are_logged_as_warnings(proxy: S3Proxy, bucket: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    store = BotoStore(S3Config(bucket, endpoint_url=proxy.url), threads=2)
     proxy.add_fault("PutObject", "status", status=503, times=2)
     with caplog.at_level(logging.DEBUG, logger="s3mpfs.s3"):
-        client.put_object(Bucket=bucket, Key="dir/k.txt", Body=b"x")
+        await store.put("dir/k.txt", b"x", metadata={})
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "S3 PutObject dir/k.txt: retrying (attempt 2 of 5) after HTTP 503 SlowDown",
@@ -317,14 +317,13 @@ def test_retries_are_logged_as_warnings(proxy: S3Proxy, bucket: str,
     assert proxy.counts()["PutObject"] == 3
 
 
-def test_connection_failures_name_the_cause_without_the_query(
+async def test_connection_failures_name_the_cause_without_the_query(
         proxy: S3Proxy, bucket: str, caplog: pytest.LogCaptureFixture) -> None:
-    client = make_client(S3Config(bucket, endpoint_url=proxy.url))
-    mpu = client.create_multipart_upload(Bucket=bucket, Key="big")
+    store = BotoStore(S3Config(bucket, endpoint_url=proxy.url), threads=2)
+    upload_id = await store.create_upload("big", metadata={})
     proxy.add_fault("UploadPart", "reset", times=1)
     with caplog.at_level(logging.WARNING, logger="s3mpfs.s3"):
-        client.upload_part(Bucket=bucket, Key="big", UploadId=mpu["UploadId"], PartNumber=7,
-                           Body=b"y" * 100)
+        await store.upload_part("big", upload_id, 7, b"y" * 100)
     [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert message.startswith("S3 UploadPart big part 7: retrying (attempt 2 of 5) after ")
     assert "Error" in message  # the exception's class, e.g. ConnectionClosedError
