@@ -78,6 +78,8 @@ class FsOptions:
     # Permission bits of objects and directories that carry no x-amz-meta-mode.
     file_mode: int = 0o644
     dir_mode: int = 0o755
+    # --no-clobber: never replace an object (O_TRUNC on one and rename onto one: EEXIST).
+    no_clobber: bool = False
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,7 @@ class Filesystem:
                 raise
             target = None
         if target is not None:
-            if flags & RENAME_NOREPLACE:
+            if flags & RENAME_NOREPLACE or (self.opts.no_clobber and not target.is_dir):
                 raise FsError(errno.EEXIST)
             if target.is_dir and not inode.is_dir:
                 raise FsError(errno.EISDIR)
@@ -698,6 +700,10 @@ class Filesystem:
         if inode.writer is None:
             await self._ensure_meta(inode)  # a rewrite keeps the stored mode and owner
         if flags & os.O_TRUNC:
+            if self.opts.no_clobber and (inode.etag is not None or inode.writer is not None):
+                log.warning("%s: not opened for overwriting: the object exists and "
+                            "--no-clobber keeps it", inode.path)
+                raise FsError(errno.EEXIST, "--no-clobber: the object exists")
             inode.mtime_ns = time.time_ns()
             inode.size = 0
             return self._open_writer(inode)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import pyfuse3
 import trio
 
-from s3mpfs import __version__, orphans, status
+from s3mpfs import __version__, objectopts, orphans, status
 from s3mpfs.config import MountConfig
 from s3mpfs.errors import StoreError
 from s3mpfs.fs import Filesystem, FsOptions
@@ -42,6 +42,33 @@ FD_MOUNTPOINT = re.compile(r"^/dev/fd/\d+$")
 EXIT_OK = 0
 EXIT_FAILED = 1  # a start-up check failed, or the filesystem crashed
 # 2: bad command line (argparse)
+
+
+# A FUSE mount starts with the kernel's default 128 KiB readahead, so a sequential reader's
+# data arrives as 128 KiB read requests, each a round trip through pyfuse3 (measured: ~48 % of
+# the daemon's time when reading at 300 MB/s). At 1 MiB, reads arrive in 1 MiB requests: Ceph
+# RGW reads went from 0.62 to 0.72 of one boto3 get_object on a loaded machine.
+READ_AHEAD_KB = 1024
+
+
+def _set_read_ahead(mountpoint: str, kb: int) -> None:
+    """Set the new mount's readahead through its bdi in sysfs (root only; best effort). The
+    device comes from /proc/self/mountinfo: a stat() of the mountpoint would be a FUSE request
+    nobody answers yet."""
+    escaped = mountpoint.replace("\\", "\\134").replace(" ", "\\040")
+    device = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == escaped:
+                    device = fields[2]  # major:minor; the last match is the newest mount
+        if device is None:
+            return
+        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as f:
+            f.write(str(kb))
+    except OSError as exc:
+        log.debug("could not set readahead of %s to %d KiB: %s", mountpoint, kb, exc)
 
 
 class MountError(Exception):
@@ -162,7 +189,8 @@ def run(cfg: MountConfig) -> int:
             # mount.fuse3 mounted with the options it was given; ours never reach the kernel.
             raise MountError("with -o drop_privileges, add default_permissions to the mount "
                              "options: s3mpfs relies on the kernel to check permissions")
-        store = BotoStore(cfg.s3, threads=max(16, 4 * cfg.upload.concurrency))
+        store = BotoStore(cfg.s3, threads=max(16, 4 * cfg.upload.concurrency),
+                          options=cfg.objects)
         try:
             with _quiet("s3mpfs.s3"):  # retries: the one error line below says it all
                 store.check_bucket()
@@ -180,9 +208,11 @@ def run(cfg: MountConfig) -> int:
             gid=cfg.gid if cfg.gid is not None else os.getgid(),
             file_mode=cfg.file_mode if cfg.file_mode is not None else FsOptions.file_mode,
             dir_mode=cfg.dir_mode if cfg.dir_mode is not None else FsOptions.dir_mode,
+            no_clobber=cfg.objects.no_clobber,
         ))
         try:
             pyfuse3.init(Operations(fs), mountpoint, _fuse_options(cfg))
+            _set_read_ahead(mountpoint, READ_AHEAD_KB)
             if non_empty:
                 log.warning("mountpoint %s is not empty: its contents are hidden while s3mpfs "
                             "is mounted there", mountpoint)
@@ -199,6 +229,7 @@ def run(cfg: MountConfig) -> int:
         setup_logging(debug=cfg.debug, log_file=log_file, daemon=True)
     where = _describe(cfg, mountpoint)
     log.info("s3mpfs %s mounted %s (pid %d)", __version__, where, os.getpid())
+    log.info("new objects: %s", objectopts.describe(cfg.objects))
     try:
         trio.run(_serve, fs, where)
     except BaseException:

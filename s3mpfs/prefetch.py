@@ -157,7 +157,8 @@ class Reader:
 
     Instrumentation (tests, debug log): `buffered` / `peak_buffered` (bytes reserved by this
     handle's chunks now / at most), `requests` and `fetched` (GETs and bytes asked for),
-    `served` (bytes returned to reads), `ranges` (every GET's [start, end), in order).
+    `served` (bytes returned to reads), `stalls` (reads that waited for a GET), `ranges`
+    (every GET's [start, end), in the order scheduled).
     """
 
     def __init__(
@@ -190,6 +191,7 @@ class Reader:
         self.requests = 0
         self.fetched = 0
         self.served = 0
+        self.stalls = 0  # reads that had to wait for a GET
         self.ranges: list[tuple[int, int]] = []
 
     # -- reading ---------------------------------------------------------------------------
@@ -220,7 +222,9 @@ class Reader:
                         n.start_soon(self._fetch, c)
                     self._unstarted.clear()
             for c in chunks:
-                await c.done.wait()
+                if not c.done.is_set():
+                    self.stalls += 1
+                    await c.done.wait()
                 if c.data is None:
                     raise self._failure(c)
             if len(chunks) == 1:
@@ -455,5 +459,6 @@ class Reader:
         self._unstarted.clear()
         for c in live:
             await c.done.wait()
-        log.debug("closed %s: %d GETs, %d bytes fetched, %d bytes read, peak %d bytes held",
-                  self.key, self.requests, self.fetched, self.served, self.peak_buffered)
+        log.debug("closed %s: %d GETs, %d bytes fetched, %d bytes read, %d reads waited for a "
+                  "GET, peak %d bytes held", self.key, self.requests, self.fetched, self.served,
+                  self.stalls, self.peak_buffered)

@@ -16,6 +16,7 @@ stop retrying altogether. A request that raises out of `_call` has failed for go
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import logging
 import random
@@ -27,15 +28,18 @@ from typing import Any, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.utils
 import trio
 
-from s3mpfs import requestlog
+from s3mpfs import objectopts, requestlog
 from s3mpfs.checksums import Checksum
-from s3mpfs.config import S3Config
+from s3mpfs.config import ObjectOptions, S3Config
 from s3mpfs.errors import (
     AccessDenied,
+    NeedsRestore,
     NoSuchBucket,
     NotFound,
+    ObjectExists,
     PreconditionFailed,
     StoreError,
     Unreachable,
@@ -61,6 +65,9 @@ _EXPLAIN = {
     "403": "access denied (HTTP 403)",
     "NoSuchBucket": "the bucket does not exist",
 }
+# An archived object (GLACIER, DEEP_ARCHIVE) not restored: GET says InvalidObjectState, a copy
+# from it ObjectNotInActiveTierError (both HTTP 403, which must not read as "access denied").
+_ARCHIVED = {"InvalidObjectState", "ObjectNotInActiveTierError"}
 
 
 @contextlib.contextmanager
@@ -76,6 +83,13 @@ def _map_errors(what: str) -> Iterator[None]:
             text += f" ({err['Message']})"
         if code == "NoSuchBucket":
             raise NoSuchBucket(text, code=code) from exc
+        if code in _ARCHIVED:
+            where = err.get("StorageClass") or "an archive storage class (GLACIER, DEEP_ARCHIVE)"
+            raise NeedsRestore(
+                f"{what}: the object is in {where} and needs a restore before it can be read "
+                "or copied (S3 RestoreObject, e.g. aws s3api restore-object; then wait until "
+                "HeadObject's Restore says ongoing-request=\"false\")", code=code,
+                status=status) from exc
         if code in _NOT_FOUND or status == 404:
             raise NotFound(text, code=code) from exc
         if code in _DENIED or status == 403:
@@ -90,6 +104,13 @@ def _map_errors(what: str) -> Iterator[None]:
         raise Unreachable(f"{what}: {exc}".lstrip(": "), code=type(exc).__name__) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise StoreError(f"{what}: {exc}".lstrip(": "), code=type(exc).__name__) from exc
+
+
+def _parse_timestamp(value: str) -> datetime.datetime:
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)  # e.g. HTTP dates in headers
 
 
 def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 1) -> Any:
@@ -112,6 +133,10 @@ def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 1) 
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
+    # Listings carry a LastModified per key, which botocore parses with dateutil: ~20 % of the
+    # daemon's time in `ls -l` of 10,000 keys. S3's ISO 8601 form needs only fromisoformat.
+    session._session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_parse_timestamp)
     client = session.client("s3", endpoint_url=cfg.endpoint_url, config=conf)
     requestlog.install(client)  # a WARNING per retry; per-request DEBUG lines
     return client
@@ -176,8 +201,11 @@ def _cause(exc: StoreError) -> str:
 
 
 class BotoStore:
-    def __init__(self, cfg: S3Config, *, threads: int = 32, attempts: int = ATTEMPTS) -> None:
+    def __init__(self, cfg: S3Config, *, threads: int = 32, attempts: int = ATTEMPTS,
+                 options: ObjectOptions | None = None) -> None:
         self.bucket = cfg.bucket
+        # Storage class, encryption, no-clobber, content type, tags, ACL: objectopts.py.
+        self.options = objectopts.ObjectArgs(options)
         self.client = make_client(cfg, max_connections=threads)
         self.limiter = trio.CapacityLimiter(threads)
         self.counts: Counter[str] = Counter()
@@ -211,11 +239,28 @@ class BotoStore:
         with _map_errors(""):
             self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
 
+    async def _sse_c_call(self, op: str, what: str, sse: dict[str, Any],
+                          fn: Callable[[dict[str, Any]], T]) -> T:
+        """A request carrying the SSE-C key for an object it reads (GET, HEAD, a copy's
+        source). S3 answers 400 when that object was stored without SSE-C (written before the
+        key was configured, or by another tool): such an object is read without the key."""
+        try:
+            return await self._call(op, what, lambda: fn(sse))
+        except StoreError as exc:
+            if not sse or not (exc.status == 400 or exc.code in ("400", "InvalidRequest")):
+                raise
+        log.debug("%s %s: stored without SSE-C; read without the key", op, what)
+        return await self._call(op, what, lambda: fn({}))
+
     async def head(self, key: str) -> ObjectInfo:
-        r = await self._call("HeadObject", key, lambda: self.client.head_object(
-            Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"))
+        r = await self._sse_c_call("HeadObject", key, self.options.sse_c(key),
+                                   lambda sse: self.client.head_object(
+                                       Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **sse))
+        metadata = dict(r.get("Metadata", {}))
+        self.options.known.learn(key, objectopts.Source(
+            r["ETag"], r.get("StorageClass") or "STANDARD", r.get("ContentType"), metadata))
         return ObjectInfo(key, r["ContentLength"], r["ETag"], _mtime(r.get("LastModified")),
-                          dict(r.get("Metadata", {})), _stored_checksum(r))
+                          metadata, _stored_checksum(r))
 
     async def list_page(
         self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
@@ -229,6 +274,8 @@ class BotoStore:
         r = await self._call("ListObjectsV2", prefix, lambda: self.client.list_objects_v2(**kw))
         objects = [ObjectInfo(o["Key"], o["Size"], o.get("ETag", ""), _mtime(o["LastModified"]))
                    for o in r.get("Contents", [])]
+        for o in r.get("Contents", []):
+            self.options.learn_listed(o["Key"], o.get("ETag", ""), o.get("StorageClass"))
         prefixes = [p["Prefix"] for p in r.get("CommonPrefixes", [])]
         nxt = r.get("NextContinuationToken") if r.get("IsTruncated") else None
         return ListPage(objects, prefixes, nxt)
@@ -243,56 +290,105 @@ class BotoStore:
         if if_match:
             kw["IfMatch"] = if_match
 
-        def get() -> bytes:
-            body = self.client.get_object(**kw)["Body"]
+        def get(sse: dict[str, Any]) -> bytes:
+            body = self.client.get_object(**kw, **sse)["Body"]
             try:
                 return bytes(body.read())
             finally:
                 body.close()
 
-        return await self._call("GetObject", key, get)
+        return await self._sse_c_call("GetObject", key, self.options.sse_c(key), get)
+
+    async def _ours(self, key: str, etag: str) -> str | None:
+        """After a 412 (--no-clobber) or a NoSuchUpload: the stored ETag if key holds exactly
+        what we sent (a request whose answer was lost, retried, finds its own object there)."""
+        try:
+            info = await self.head(key)
+        except NotFound:
+            return None
+        return info.etag if info.etag.strip('"') == etag.strip('"') else None
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
                   checksum: Checksum | None = None) -> str:
-        r = await self._call("PutObject", key, lambda: self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=data, Metadata=dict(metadata),
-            **_checksum_args(checksum)))
-        return str(r["ETag"])
+        extra = {**self.options.new_object(key), **self.options.condition(key)}
+        try:
+            with objectopts.no_clobber_errors("PutObject", key, extra):
+                r = await self._call("PutObject", key, lambda: self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, Metadata=dict(metadata),
+                    **_checksum_args(checksum), **extra))
+            etag = str(r["ETag"])
+        except ObjectExists as exc:
+            ours = None
+            if self.options.etag_is_md5:
+                ours = await self._ours(key, hashlib.md5(data).hexdigest())
+            if ours is None:
+                objectopts.warn_refused(exc)
+                raise
+            log.warning("%s: already stored (a lost answer, retried)", key)
+            etag = ours
+        self.options.learn_written(key, etag, extra, metadata)
+        return etag
+
+    async def _source(self, key: str, etag: str | None,
+                      needs: frozenset[str]) -> objectopts.Source | None:
+        """What a copy must keep of its source: known, or one HeadObject."""
+        if not needs:
+            return None
+        known = self.options.known.get(key, etag)
+        if self.options.satisfies(known, needs):
+            return known
+        await self.head(key)
+        return self.options.known.get(key, None)
 
     async def copy(
         self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None,
         src_etag: str | None = None,
     ) -> str:
+        source = await self._source(src_key, src_etag,
+                                    self.options.copy_needs(src_key, dst_key, metadata))
+        extra = self.options.copy(src_key, dst_key, metadata, source)
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": dst_key,
                               "CopySource": {"Bucket": self.bucket, "Key": src_key}}
-        if metadata is not None:
-            kw.update(Metadata=dict(metadata), MetadataDirective="REPLACE")
+        kw.update({k: v for k, v in extra.items() if not k.startswith("CopySourceSSE")})
         if src_etag:
             kw["CopySourceIfMatch"] = src_etag
-        r = await self._call("CopyObject", f"{src_key} -> {dst_key}",
-                             lambda: self.client.copy_object(**kw))
-        return str(r["CopyObjectResult"]["ETag"])
+        what = f"{src_key} -> {dst_key}"
+        try:
+            with objectopts.no_clobber_errors("CopyObject", dst_key, extra):
+                r = await self._sse_c_call(
+                    "CopyObject", what, self.options.copy_source_sse_c(src_key),
+                    lambda sse: self.client.copy_object(**kw, **sse))
+        except ObjectExists as exc:
+            objectopts.warn_refused(exc)
+            raise
+        etag = str(r["CopyObjectResult"]["ETag"])
+        self.options.learn_copied(dst_key, etag, extra, source)
+        return etag
 
     async def delete(self, key: str) -> None:
+        self.options.known.forget(key)
         await self._call("DeleteObject", key,
                          lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
                             checksum_algorithm: str | None = None) -> str:
-        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": dict(metadata)}
+        extra = self.options.new_object(key)
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": dict(metadata),
+                              **extra}
         if checksum_algorithm:
             kw["ChecksumAlgorithm"] = checksum_algorithm
             if checksum_algorithm == "CRC64NVME":
                 kw["ChecksumType"] = "FULL_OBJECT"  # CRC64NVME uploads are full-object only
         r = await self._call("CreateMultipartUpload", key,
                              lambda: self.client.create_multipart_upload(**kw))
+        self.options.started(str(r["UploadId"]), extra, metadata)
         return str(r["UploadId"])
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
                           checksum: Checksum | None = None) -> str:
         r = await self._call("UploadPart", f"{key} part {number}", lambda: self.client.upload_part(
             Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data,
-            **_checksum_args(checksum)))
+            **_checksum_args(checksum), **self.options.sse_c(key)))
         return str(r["ETag"])
 
     async def upload_part_copy(
@@ -303,11 +399,13 @@ class BotoStore:
             "Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
             "CopySource": {"Bucket": self.bucket, "Key": src_key},
             "CopySourceRange": f"bytes={start}-{end - 1}",
+            **self.options.sse_c(key),
         }
         if src_etag:
             kw["CopySourceIfMatch"] = src_etag
-        r = await self._call("UploadPartCopy", f"{key} part {number}",
-                             lambda: self.client.upload_part_copy(**kw))
+        r = await self._sse_c_call("UploadPartCopy", f"{key} part {number}",
+                                   self.options.copy_source_sse_c(src_key),
+                                   lambda sse: self.client.upload_part_copy(**kw, **sse))
         return str(r["CopyPartResult"]["ETag"])
 
     async def complete_upload(
@@ -323,25 +421,31 @@ class BotoStore:
                               **_checksum_args(checksum, declare=False)}
         if checksum is not None and checksum.algorithm == "CRC64NVME":
             kw["ChecksumType"] = "FULL_OBJECT"
+        # SSE-C: S3 needs the key on Complete when the upload carries checksums.
+        condition = self.options.condition(key)
+        kw.update(self.options.sse_c(key), **condition)
         try:
-            r = await self._call("CompleteMultipartUpload", key,
-                                 lambda: self.client.complete_multipart_upload(**kw))
-        except NotFound:
-            # NoSuchUpload: if a retry follows a Complete whose answer was lost, the upload is
-            # already the object. Its ETag (md5 of the part md5s, "-N") proves it is ours.
-            expected = multipart_etag([e for _, e in parts])
-            try:
-                info = await self.head(key)
-            except NotFound:
-                info = None
-            if info is None or info.etag.strip('"') != expected:
+            with objectopts.no_clobber_errors("CompleteMultipartUpload", key, condition):
+                r = await self._call("CompleteMultipartUpload", key,
+                                     lambda: self.client.complete_multipart_upload(**kw))
+            etag = str(r["ETag"])
+        except (NotFound, ObjectExists) as exc:
+            # NoSuchUpload (or, with --no-clobber, 412): if a retry follows a Complete whose
+            # answer was lost, the upload is already the object. Its ETag (md5 of the part
+            # md5s, "-N") proves it is ours.
+            ours = await self._ours(key, multipart_etag([e for _, e in parts]))
+            if ours is None:
+                if isinstance(exc, ObjectExists):
+                    objectopts.warn_refused(exc)
                 raise
             log.warning("%s: upload %s was already complete (a lost answer, retried)", key,
                         upload_id)
-            return info.etag
-        return str(r["ETag"])
+            etag = ours
+        self.options.completed(key, upload_id, etag)
+        return etag
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
+        self.options.finished(upload_id)
         # NoSuchUpload: already gone, e.g. a retry after an abort whose answer was lost.
         with contextlib.suppress(NotFound):
             await self._call("AbortMultipartUpload", key,
