@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from s3mpfs import __version__
+from s3mpfs import __version__, objectopts
 from s3mpfs.config import (
+    CANNED_ACLS,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_PART_SIZE,
     DEFAULT_UPLOAD_CONCURRENCY,
     MAX_PARTS,
+    STORAGE_CLASSES,
     ConfigError,
     MountConfig,
     S3Config,
@@ -45,8 +47,11 @@ MOUNT_FUSE3_ONLY = ("setuid=", "drop_privileges")
 # -o names that mean an s3mpfs option (dash or underscore spelling both work).
 S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concurrency",
                  "memory_limit", "max_parts", "checksum", "log_file", "uid", "gid", "file_mode",
-                 "dir_mode", "umask"}
-S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd"}
+                 "dir_mode", "umask", "storage_class", "sse", "sse_kms_key_id",
+                 "sse_c_key_file", "content_type", "tag", "acl"}
+S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd", "no_clobber"}
+# -o spellings of a flag besides its own name
+FLAG_ALIASES = {"noclobber": "no_clobber"}
 
 USAGE = """s3mpfs BUCKET[:PREFIX] MOUNTPOINT [options]
        s3mpfs status MOUNTPOINT [--json]
@@ -139,6 +144,38 @@ def _parser() -> argparse.ArgumentParser:
     perm.add_argument("--umask", metavar="MASK",
                       help="sets both defaults: files 0666 & ~MASK, directories 0777 & ~MASK "
                            "(also -o umask=MASK); --file-mode/--dir-mode win")
+    obj = p.add_argument_group(
+        "objects",
+        "What every object the mount writes carries (README: Backup-grade objects). Also\n"
+        "as -o storage_class=,sse=,sse_kms_key_id=,sse_c_key_file=,content_type=,tag=,acl=,\n"
+        "noclobber.")
+    obj.add_argument("--storage-class", metavar="CLASS",
+                     help="S3 storage class of every object written, renamed or changed: "
+                          f"{', '.join(STORAGE_CLASSES)}; default: S3's (STANDARD) for new "
+                          "objects, and a renamed or changed object keeps its class")
+    obj.add_argument("--sse", metavar="ALG",
+                     help="server-side encryption: AES256 (SSE-S3), aws:kms (SSE-KMS), "
+                          "aws:kms:dsse; default: the bucket's default encryption")
+    obj.add_argument("--sse-kms-key-id", metavar="ID",
+                     help="the KMS key (id, ARN or alias) for --sse aws:kms; default: the "
+                          "AWS managed key aws/s3")
+    obj.add_argument("--sse-c-key-file", metavar="PATH",
+                     help="SSE-C: encrypt with this customer key (a file of exactly 32 raw "
+                          "bytes), sent with every request that writes or reads an object; "
+                          "never logged")
+    obj.add_argument("--no-clobber", action="store_true",
+                     help="never replace an object: new files are written with If-None-Match: "
+                          "* and a close() that would replace one fails with EEXIST; opening "
+                          "an existing file with O_TRUNC and renaming onto one fail with EEXIST")
+    obj.add_argument("--content-type", metavar="auto|none|TYPE", default="auto",
+                     help="Content-Type of new objects: auto guesses it from the file name "
+                          "(default; unknown: application/octet-stream), none sends none, "
+                          "TYPE sets it for all")
+    obj.add_argument("--tag", metavar="KEY=VALUE", action="append", default=[],
+                     help="an object tag on every new object (repeatable, at most 10)")
+    obj.add_argument("--acl", metavar="ACL",
+                     help="canned ACL of new objects, for buckets that still use ACLs: "
+                          f"{', '.join(CANNED_ACLS)}")
     logs = p.add_argument_group("logging")
     logs.add_argument("--debug", action="store_true",
                       help="also log every S3 request (operation, key, status, duration)")
@@ -157,6 +194,7 @@ def _apply_o(args: argparse.Namespace) -> list[str]:
         for item in filter(None, (s.strip() for s in group.split(","))):
             name, eq, value = item.partition("=")
             key = name.replace("-", "_")
+            key = FLAG_ALIASES.get(key, key) if not eq else key
             if name in IGNORED or item.startswith(IGNORED_PREFIXES):
                 continue
             if item.startswith(MOUNT_FUSE3_ONLY):
@@ -166,6 +204,8 @@ def _apply_o(args: argparse.Namespace) -> list[str]:
                 args.read_only = True
             elif key in S3MPFS_FLAGS and not eq:
                 setattr(args, key, True)
+            elif key == "tag" and eq:
+                args.tag.append(value)  # repeatable, like --tag
             elif key in S3MPFS_VALUED and eq:
                 setattr(args, key, int(value) if key in ("uid", "gid") else value)
             elif name in FUSE_FLAGS and not eq:
@@ -199,6 +239,10 @@ def parse_args(argv: list[str]) -> MountConfig:
                               max_parts=int(args.max_parts),
                               checksum=str(args.checksum))
         file_mode, dir_mode = _modes(args)
+        objects = objectopts.parse_options(
+            storage_class=args.storage_class, sse=args.sse, sse_kms_key_id=args.sse_kms_key_id,
+            sse_c_key_file=args.sse_c_key_file, no_clobber=args.no_clobber,
+            content_type=args.content_type, tags=args.tag, acl=args.acl)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     return MountConfig(
@@ -207,7 +251,7 @@ def parse_args(argv: list[str]) -> MountConfig:
         foreground=args.foreground or args.systemd,
         debug=args.debug, log_file=args.log_file, read_only=args.read_only,
         fuse_options=tuple(fuse_options), uid=args.uid, gid=args.gid,
-        file_mode=file_mode, dir_mode=dir_mode, systemd=args.systemd,
+        file_mode=file_mode, dir_mode=dir_mode, systemd=args.systemd, objects=objects,
     )
 
 

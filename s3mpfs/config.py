@@ -79,6 +79,74 @@ class UploadConfig:
         return max(1, self.memory_limit // self.part_size)
 
 
+# Storage classes S3 takes in x-amz-storage-class (PutObject, CreateMultipartUpload, CopyObject).
+STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
+                   "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "OUTPOSTS",
+                   "SNOW", "EXPRESS_ONEZONE")
+# Classes whose objects must be restored (RestoreObject) before GET or a copy can read them.
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read",
+               "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
+               "log-delivery-write")
+SSE_C_KEY_BYTES = 32  # AES-256
+MAX_TAGS = 10  # S3's limit per object
+_TAG_TEXT = re.compile(r"^[\w +\-=.:/@]*$")  # S3: letters, digits, spaces, + - = . _ : / @
+_MIME_TYPE = re.compile(r"^[A-Za-z0-9][\w.+\-]*/[\w.+\-]+( *; *[\w.+\-]+=[\w.+\-\"]+)*$",
+                        re.ASCII)
+
+
+@dataclass(frozen=True)
+class ObjectOptions:
+    """What every object the mount writes carries (see objectopts.py for how, per request)."""
+
+    storage_class: str | None = None  # None: S3's default (STANDARD); copies keep the source's
+    sse: str | None = None  # None: the bucket's default encryption
+    sse_kms_key_id: str | None = None
+    sse_c_key: bytes | None = field(default=None, repr=False)  # never shown, never logged
+    no_clobber: bool = False
+    content_type: str = "auto"  # "auto" (from the name), "none", or a MIME type for all
+    tags: tuple[tuple[str, str], ...] = ()
+    acl: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.storage_class is not None and self.storage_class not in STORAGE_CLASSES:
+            raise ConfigError(f"--storage-class {self.storage_class}: unknown storage class; "
+                              f"use one of {', '.join(STORAGE_CLASSES)}")
+        if self.sse is not None and self.sse not in SSE_MODES:
+            raise ConfigError(f"--sse {self.sse}: use {', '.join(SSE_MODES)}")
+        if self.sse_kms_key_id is not None and self.sse not in ("aws:kms", "aws:kms:dsse"):
+            raise ConfigError("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)")
+        if self.sse_c_key is not None:
+            if self.sse is not None:
+                raise ConfigError("--sse-c-key-file and --sse exclude each other: an object has "
+                                  "one server-side encryption")
+            if len(self.sse_c_key) != SSE_C_KEY_BYTES:
+                raise ConfigError(f"the SSE-C key must be exactly {SSE_C_KEY_BYTES} bytes, not "
+                                  f"{len(self.sse_c_key)}")
+        if self.content_type not in ("auto", "none") and not _MIME_TYPE.match(self.content_type):
+            raise ConfigError(f"--content-type {self.content_type!r}: use auto, none or a MIME "
+                              "type such as application/octet-stream")
+        if len(self.tags) > MAX_TAGS:
+            raise ConfigError(f"--tag: at most {MAX_TAGS} tags per object (S3's limit)")
+        seen: set[str] = set()
+        for key, value in self.tags:
+            where = f"--tag {key}={value}"
+            if not 1 <= len(key) <= 128 or len(value) > 256:
+                raise ConfigError(f"{where}: keys are 1-128 characters, values at most 256")
+            if key.lower().startswith("aws:"):
+                raise ConfigError(f"{where}: the aws: prefix is reserved for AWS")
+            if not (_TAG_TEXT.match(key) and _TAG_TEXT.match(value)):
+                raise ConfigError(f"{where}: tags may hold letters, digits, spaces and "
+                                  "+ - = . _ : / @ only")
+            if key in seen:
+                raise ConfigError(f"{where}: tag key {key!r} given twice")
+            seen.add(key)
+        if self.acl is not None and self.acl not in CANNED_ACLS:
+            raise ConfigError(f"--acl {self.acl}: unknown canned ACL; use one of "
+                              f"{', '.join(CANNED_ACLS)}")
+
+
 @dataclass(frozen=True)
 class MountConfig:
     s3: S3Config
@@ -97,6 +165,8 @@ class MountConfig:
     # Run as a systemd service: stay in the foreground, log to stderr with journald's <N>
     # priority prefixes (also chosen automatically under systemd: see logs.py).
     systemd: bool = False
+    # Storage class, encryption, no-clobber, content type, tags, ACL of the objects written.
+    objects: ObjectOptions = field(default_factory=ObjectOptions)
 
 
 def parse_mode(text: str) -> int:

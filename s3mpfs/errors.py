@@ -7,6 +7,8 @@ Two families, each mapped once at its boundary (the httpx idea):
     ├── NoSuchBucket
     ├── AccessDenied           403, bad credentials, signature mismatch
     ├── PreconditionFailed     412: If-Match / If-None-Match refused
+    │   └── ObjectExists       412 on a --no-clobber write: an object is there (EEXIST)
+    ├── NeedsRestore           InvalidObjectState: archived (GLACIER, DEEP_ARCHIVE) (EACCES)
     ├── Unreachable            endpoint refused, timed out or reset after retries
     └── (StoreError itself)    anything else (5xx after retries, malformed answers)
 
@@ -49,6 +51,15 @@ class Unreachable(StoreError):
     pass
 
 
+class ObjectExists(PreconditionFailed):
+    """A --no-clobber write was refused: an object exists under the key (objectopts.py)."""
+
+
+class NeedsRestore(StoreError):
+    """The object is archived (GLACIER, DEEP_ARCHIVE): S3 reads or copies it only after a
+    RestoreObject has completed (S3: 403 InvalidObjectState)."""
+
+
 class FsError(Exception):
     """A filesystem-level failure carrying the errno the application will see."""
 
@@ -65,6 +76,8 @@ _STORE_ERRNO: dict[type[StoreError], int] = {
     AccessDenied: errno.EACCES,
     PreconditionFailed: errno.ESTALE,
     Unreachable: errno.EIO,
+    ObjectExists: errno.EEXIST,
+    NeedsRestore: errno.EACCES,
 }
 
 

@@ -155,10 +155,13 @@ class Filesystem:
         return Upload(self.store, self.key(inode), cfg=self.opts.upload, budget=self.budget,
                       nursery=self._nursery, metadata=inode.metadata, existing=existing)
 
-    @staticmethod
-    def _set_file_info(inode: Inode, info: ObjectInfo) -> None:
+    def _set_file_info(self, inode: Inode, info: ObjectInfo) -> None:
+        """Attributes of the object HEAD found: what its x-amz-meta says, else the defaults
+        (never what an earlier object under the same name carried)."""
         inode.size, inode.etag = info.size, info.etag
         inode.mtime_ns = int(info.mtime * 1e9)
+        inode.mode = stat.S_IFREG | self.inodes.file_mode
+        inode.uid, inode.gid = self.inodes.uid, self.inodes.gid
         inode.apply_metadata(info.metadata)
 
     # -- names ---------------------------------------------------------------------------
@@ -379,6 +382,7 @@ class Filesystem:
         """truncate(2) of a stored file: a new upload on the old object (kept range copied
         server side when >= 5 MiB, else fetched; growth is zero-filled)."""
         await self._ensure_meta(inode)
+        inode.mtime_ns = time.time_ns()  # truncate(2) changes the mtime
         existing = Existing(inode.etag, inode.size) if inode.etag is not None else None
         upload = self._new_upload(inode, existing)
         try:
@@ -472,10 +476,15 @@ class Filesystem:
         self._drop_target(target)
         uploads = [h.upload for h in self.handles.writers() if h.inode is inode]
         if uploads:
+            old_key = self.key(inode)
+            # An old object no writer committed (the file was opened with O_TRUNC) goes too.
+            stale = inode.etag is not None and all(u.etag is None for u in uploads)
             for upload in uploads:
                 await upload.rename(new_key, self._move)
-            if inode.etag is not None and all(u.etag is None for u in uploads):
-                await self.store.delete(self.key(inode))  # the old object under the old name
+                if upload.etag is not None:  # what S3 holds now, under the new name
+                    inode.etag, inode.size = upload.etag, upload.committed_size
+            if stale:
+                await self.store.delete(old_key)
         else:
             metadata = None
             if inode.meta_changed:  # a folded chmod/utimens rides on this copy
@@ -491,6 +500,8 @@ class Filesystem:
             inode.meta_changed = False
             self._pending_meta.discard(inode)
         self.inodes.rename(inode, dst_path)
+        if uploads and inode.meta_changed and inode.etag is not None:
+            await self._store_metadata(inode)  # set while the upload was open
 
     async def _dir_is_empty(self, inode: Inode) -> bool:
         dir_key = self.dir_key(inode.path)
@@ -606,7 +617,7 @@ class Filesystem:
         self._writable()
         parent = self._dir(parent_ino)
         path = self._child_path(parent, name)
-        if self.inodes.by_path(path) is not None or (await self._exists(path)):
+        if await self._exists(path):
             raise FsError(errno.EEXIST)
         inode = self.inodes.upsert(path, Kind.DIR)
         inode.mode, inode.uid, inode.gid = stat.S_IFDIR | stat.S_IMODE(mode), uid, gid
@@ -658,6 +669,8 @@ class Filesystem:
         inode.writer = None
         self._note_removed(inode.path)
         self.inodes.unlink(inode)
+        # A directory that exists only as a prefix vanishes with its last key: ask again.
+        parent.valid_until = 0.0
 
     # -- files ---------------------------------------------------------------------------
 
@@ -704,8 +717,7 @@ class Filesystem:
                 log.warning("%s: not opened for overwriting: the object exists and "
                             "--no-clobber keeps it", inode.path)
                 raise FsError(errno.EEXIST, "--no-clobber: the object exists")
-            inode.mtime_ns = time.time_ns()
-            inode.size = 0
+            inode.mtime_ns = time.time_ns()  # stat shows the writer's size meanwhile
             return self._open_writer(inode)
         # Without O_TRUNC the file keeps its bytes: append (O_APPEND, or writes at the end),
         # in-place edits of small files, truncate. The object is the upload's lazy base.
@@ -789,6 +801,9 @@ class Filesystem:
         try:
             if upload.state in (State.NEW, State.DIRTY):
                 await self._commit(handle)
+            elif (upload.state is State.CLEAN and inode.meta_changed and inode.writer is upload
+                  and inode.etag is not None):
+                await self._store_metadata(inode)  # changed after the last commit
         except FsError as exc:
             # FUSE discards release errors; the log is the only place this can go.
             log.error("%s: upload failed after the last close: %s", inode.path, exc)
@@ -797,7 +812,10 @@ class Filesystem:
             if inode.writer is upload:
                 inode.writer = None
                 if upload.state is State.FAILED:
-                    inode.valid_until = 0.0  # S3 holds the old object (or none): ask again
+                    # S3 holds the old object (or none): forget what this writer told us.
+                    inode.valid_until, inode.etag, inode.meta_known = 0.0, None, False
+                    inode.meta_changed = False
+                    self._pending_meta.discard(inode)
 
     # -- extended attributes: read-only, served by s3mpfs/xattrs.py -----------------------
 

@@ -28,6 +28,11 @@ _SECRET = re.compile(
     r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?|signature=|credential="
     r"|x-amz-security-token[\"']?\s*[:=]\s*[\"']?|aws_secret_access_key[\"']?\s*[:=]\s*[\"']?"
     r"|aws_session_token[\"']?\s*[:=]\s*[\"']?)[^\s&\"',;]+")
+# SSE-C keys (--sse-c-key-file) by header or boto3 parameter name; a bytes repr up to its quote.
+_SSE_C_KEY = re.compile(
+    r"(?i)((?:x-amz-(?:copy-source-)?server-side-encryption-customer-key(?:-md5)?"
+    r"|(?:CopySource)?SSECustomerKey(?:MD5)?)[\"']?\s*[:=]\s*)"
+    r"(b'(?:\\.|[^'\\])*'|b\"(?:\\.|[^\"\\])*\"|[\"']?[^\s&\"',;]+)")
 
 
 class Redact(logging.Filter):
@@ -35,8 +40,9 @@ class Redact(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if _SECRET.search(message):
-            record.msg, record.args = _SECRET.sub(r"\1<redacted>", message), None
+        if _SECRET.search(message) or _SSE_C_KEY.search(message):
+            message = _SECRET.sub(r"\1<redacted>", message)
+            record.msg, record.args = _SSE_C_KEY.sub(r"\1<redacted>", message), None
         return True
 
 

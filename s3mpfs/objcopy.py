@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from s3mpfs import objectopts
 from s3mpfs.config import MAX_PART_SIZE
 from s3mpfs.errors import StoreError
 from s3mpfs.store.base import ObjectStore
@@ -29,7 +30,9 @@ async def copy_object(store: ObjectStore, src: str, dst: str, *, size: int, etag
         for number, (start, end) in enumerate(copy_ranges(size), start=1):
             parts.append((number, await store.upload_part_copy(
                 dst, upload_id, number, src, start, end, src_etag=etag)))
-        return await store.complete_upload(dst, upload_id, parts)
+        # --no-clobber: a copy onto itself (a metadata change) replaces exactly its source
+        with objectopts.replacing(etag if src == dst else None):
+            return await store.complete_upload(dst, upload_id, parts)
     except StoreError:
         await store.abort_upload(dst, upload_id)
         raise

@@ -4,6 +4,13 @@ It keeps the rules the filesystem relies on and that tests/store/test_contract.p
 moto as well: non-last parts must be >= 5 MiB (EntityTooSmall), parts listed in ascending order,
 re-uploading a part number replaces it, no object until Complete, abort forgets the parts,
 If-Match on reads and copies, multipart ETags of the form md5(md5s)-N.
+
+Object options (objectopts.py) go through the same ObjectArgs as in BotoStore: every request's
+extra parameters are recorded in `sent` (what BotoStore would send), objects keep theirs in
+`props`, and the rules S3 applies to them hold here too: If-None-Match: * / If-Match on writes
+(412), reads and copies of an archived object (GLACIER, DEEP_ARCHIVE) refused until restored,
+an SSE-C object read only with its key (a plain object read with one is served, as BotoStore's
+retry without the key does), every part and the Complete of an SSE-C upload carrying the key.
 """
 
 from __future__ import annotations
@@ -14,12 +21,21 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
+from s3mpfs import objectopts
 from s3mpfs.checksums import Checksum, compute
-from s3mpfs.config import MIN_PART_SIZE
-from s3mpfs.errors import NotFound, PreconditionFailed, StoreError
+from s3mpfs.config import ARCHIVE_CLASSES, MIN_PART_SIZE, ObjectOptions
+from s3mpfs.errors import (
+    AccessDenied,
+    NeedsRestore,
+    NotFound,
+    ObjectExists,
+    PreconditionFailed,
+    StoreError,
+)
 from s3mpfs.store.base import Data, ListPage, ObjectInfo, PartInfo, UploadInfo
 
 
@@ -30,6 +46,9 @@ class _Object:
     mtime: float
     metadata: dict[str, str]
     checksum: Checksum | None = None
+    # StorageClass, ServerSideEncryption, SSECustomerKey, ContentType, Tagging, ACL as given
+    # (objectopts.py); "Restored": True makes an archived object readable.
+    props: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -39,6 +58,7 @@ class _Upload:
     initiated: float
     parts: dict[int, tuple[bytes, str]] = field(default_factory=dict)
     algorithm: str | None = None
+    props: dict[str, Any] = field(default_factory=dict)
 
 
 # Sorts after every key that shares a prefix: keys are UTF-8 text, this is the last code point.
@@ -65,13 +85,62 @@ def _meta(metadata: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in metadata.items()}
 
 
+_CONDITIONS = ("IfNoneMatch", "IfMatch")
+_NOT_KEPT = _CONDITIONS + ("Metadata", "MetadataDirective")
+
+
 class MemoryStore:
-    def __init__(self, *, min_part_size: int = MIN_PART_SIZE) -> None:
+    def __init__(self, *, min_part_size: int = MIN_PART_SIZE,
+                 options: ObjectOptions | None = None) -> None:
         self.objects: dict[str, _Object] = {}
         self.uploads: dict[str, _Upload] = {}
         self.counts: Counter[str] = Counter()
         self.min_part_size = min_part_size
         self._ids = itertools.count(1)
+        self.options = objectopts.ObjectArgs(options)
+        # (operation, key, the extra parameters objectopts gave it): what BotoStore would send.
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def _send(self, op: str, key: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+        self.sent.append((op, key, dict(extra)))
+        return dict(extra)
+
+    @staticmethod
+    def _readable(key: str, obj: _Object, extra: Mapping[str, Any], prefix: str = "",
+                  *, archived_ok: bool = False) -> None:
+        """S3's rules for reading an object: its SSE-C key, and no archived class."""
+        stored = obj.props.get("SSECustomerKey")
+        given = extra.get(prefix + "SSECustomerKey")
+        if stored is not None and given is None:
+            raise StoreError(f"{key}: the object was stored using a form of Server Side "
+                             "Encryption; the correct parameters must be provided",
+                             code="InvalidRequest", status=400)
+        if stored is not None and given != stored:
+            raise AccessDenied(f"{key}: wrong SSE-C key", code="AccessDenied", status=403)
+        if (not archived_ok and obj.props.get("StorageClass") in ARCHIVE_CLASSES
+                and not obj.props.get("Restored")):
+            raise NeedsRestore(f"{key}: the object is in {obj.props['StorageClass']} and needs "
+                               "a restore", code="InvalidObjectState", status=403)
+
+    def _check_condition(self, op: str, key: str, extra: Mapping[str, Any]) -> None:
+        existing = self.objects.get(key)
+        with objectopts.no_clobber_errors(op, key, extra):
+            if extra.get("IfNoneMatch") == "*" and existing is not None:
+                raise PreconditionFailed(f"{key} exists", code="PreconditionFailed", status=412)
+            if_match = extra.get("IfMatch")
+            if if_match is not None:
+                if existing is None:
+                    raise NotFound(f"no such key: {key}", code="NoSuchKey", status=404)
+                if existing.etag.strip('"') != str(if_match).strip('"'):
+                    raise PreconditionFailed(f"{key} changed", code="PreconditionFailed",
+                                             status=412)
+
+    @staticmethod
+    def _part_key(key: str, up: _Upload, extra: Mapping[str, Any]) -> None:
+        """Every part (and the Complete) of an SSE-C upload carries the upload's key."""
+        if up.props.get("SSECustomerKey") != extra.get("SSECustomerKey"):
+            raise StoreError(f"{key}: the SSE-C parameters differ from the upload's",
+                             code="InvalidRequest", status=400)
 
     async def _op(self, name: str) -> None:
         self.counts[name] += 1
@@ -93,7 +162,9 @@ class MemoryStore:
 
     async def head(self, key: str) -> ObjectInfo:
         await self._op("HeadObject")
+        extra = self._send("HeadObject", key, self.options.sse_c(key))
         obj = self._get(key)
+        self._readable(key, obj, extra, archived_ok=True)  # HEAD works on archived objects
         return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata),
                           obj.checksum)
 
@@ -131,7 +202,10 @@ class MemoryStore:
         if end <= start:
             return b""  # as BotoStore: no request for an empty range
         await self._op("GetObject")
-        data = self._get(key, if_match).data
+        extra = self._send("GetObject", key, self.options.sse_c(key))
+        obj = self._get(key, if_match)
+        self._readable(key, obj, extra)
+        data = obj.data
         if start >= len(data):
             raise StoreError(f"range starts past the end of {key}", code="InvalidRange")
         return data[start:end]
@@ -139,11 +213,19 @@ class MemoryStore:
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
                   checksum: Checksum | None = None) -> str:
         await self._op("PutObject")
+        extra = self._send("PutObject", key, {**self.options.new_object(key),
+                                              **self.options.condition(key)})
         body = bytes(data)
         stored = _verify(checksum, body)
+        try:
+            self._check_condition("PutObject", key, extra)
+        except ObjectExists as exc:
+            objectopts.warn_refused(exc)
+            raise
         etag = _md5_etag(body)
         self.objects[key] = _Object(body, etag, time.time(), _meta(metadata),
-                                    stored if stored and stored.algorithm != "MD5" else None)
+                                    stored if stored and stored.algorithm != "MD5" else None,
+                                    {k: v for k, v in extra.items() if k not in _NOT_KEPT})
         return etag
 
     async def copy(
@@ -152,11 +234,28 @@ class MemoryStore:
     ) -> str:
         await self._op("CopyObject")
         src = self._get(src_key, src_etag)
-        if src_key == dst_key and metadata is None:
+        source = objectopts.Source(src.etag, src.props.get("StorageClass", "STANDARD"),
+                                   src.props.get("ContentType"), dict(src.metadata))
+        extra = self._send("CopyObject", dst_key,
+                           self.options.copy(src_key, dst_key, metadata, source))
+        self._readable(src_key, src, extra, "CopySource")
+        if src_key == dst_key and "MetadataDirective" not in extra:
             raise StoreError("copying an object onto itself must change its metadata",
                              code="InvalidRequest")
-        meta = dict(src.metadata) if metadata is None else _meta(metadata)
-        self.objects[dst_key] = _Object(src.data, src.etag, time.time(), meta)
+        try:
+            self._check_condition("CopyObject", dst_key, extra)
+        except ObjectExists as exc:
+            objectopts.warn_refused(exc)
+            raise
+        replaced = extra.get("MetadataDirective") == "REPLACE"
+        meta = _meta(extra["Metadata"]) if replaced else dict(src.metadata)
+        props = {k: v for k, v in extra.items()
+                 if k not in _NOT_KEPT and not k.startswith("CopySource")}
+        if not replaced and "ContentType" in src.props:
+            props["ContentType"] = src.props["ContentType"]  # S3 copies it with the metadata
+        if "Tagging" in src.props:
+            props["Tagging"] = src.props["Tagging"]  # x-amz-tagging-directive COPY
+        self.objects[dst_key] = _Object(src.data, src.etag, time.time(), meta, None, props)
         return src.etag
 
     async def delete(self, key: str) -> None:
@@ -166,16 +265,19 @@ class MemoryStore:
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
                             checksum_algorithm: str | None = None) -> str:
         await self._op("CreateMultipartUpload")
+        extra = self._send("CreateMultipartUpload", key, self.options.new_object(key))
         upload_id = f"mem-upload-{next(self._ids)}"
         self.uploads[upload_id] = _Upload(key, _meta(metadata), time.time(),
-                                          algorithm=checksum_algorithm)
+                                          algorithm=checksum_algorithm, props=extra)
         return upload_id
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
                           checksum: Checksum | None = None) -> str:
         await self._op("UploadPart")
+        extra = self._send("UploadPart", key, self.options.sse_c(key))
         body = bytes(data)
         _verify(checksum, body)
+        self._part_key(key, self._upload(key, upload_id), extra)
         return self._store_part(key, upload_id, number, body)
 
     def _store_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
@@ -191,7 +293,11 @@ class MemoryStore:
         *, src_etag: str | None = None,
     ) -> str:
         await self._op("UploadPartCopy")
+        extra = self._send("UploadPartCopy", key, {**self.options.sse_c(key),
+                                                   **self.options.copy_source_sse_c(src_key)})
         src = self._get(src_key, src_etag)
+        self._readable(src_key, src, extra, "CopySource")
+        self._part_key(key, self._upload(key, upload_id), extra)
         if end > len(src.data):
             raise StoreError("copy range beyond the source object", code="InvalidRange")
         return self._store_part(key, upload_id, number, src.data[start:end])
@@ -202,7 +308,10 @@ class MemoryStore:
         checksum: Checksum | None = None,
     ) -> str:
         await self._op("CompleteMultipartUpload")
+        extra = self._send("CompleteMultipartUpload", key, {**self.options.sse_c(key),
+                                                            **self.options.condition(key)})
         up = self._upload(key, upload_id)
+        self._part_key(key, up, extra)
         if not parts:
             raise StoreError("no parts", code="MalformedXML")
         numbers = [n for n, _ in parts]
@@ -224,7 +333,12 @@ class MemoryStore:
         full = _verify(checksum, data)
         if full is None and up.algorithm == "CRC64NVME":
             full = compute("crc64nvme", data)
-        self.objects[key] = _Object(data, etag, time.time(), up.metadata, full)
+        try:
+            self._check_condition("CompleteMultipartUpload", key, extra)
+        except ObjectExists as exc:
+            objectopts.warn_refused(exc)
+            raise
+        self.objects[key] = _Object(data, etag, time.time(), up.metadata, full, up.props)
         del self.uploads[upload_id]
         return etag
 
