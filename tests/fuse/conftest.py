@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.s3proxy import S3Proxy
-from tests.helpers.servers import MotoServer, Mount
+from tests.helpers.servers import Mount, S3Server
 
 # Lines test modules want shown after the run (test_faults.py: its tally of faults/outcomes).
 SUMMARY_LINES: list[str] = []
@@ -22,10 +22,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(line)
 
 
+def needs_proxy(server: S3Server) -> None:
+    """Skip unless the server answers through a local proxy (not AWS: it routes by Host)."""
+    if not server.has("any_host_header"):
+        pytest.skip(server.why_not("any_host_header"))
+
+
 @pytest.fixture
-def proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
-    """A counting, fault-injecting HTTP proxy in front of moto (its own process)."""
-    p = S3Proxy(moto_server.url)
+def proxy(server: S3Server) -> Iterator[S3Proxy]:
+    """A counting, fault-injecting HTTP proxy in front of the S3 server (its own process)."""
+    needs_proxy(server)
+    p = S3Proxy(server.url)
     try:
         p.start()
         yield p
@@ -35,7 +42,7 @@ def proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
 
 @pytest.fixture
 def proxied_mount(fuse: None, bucket: str, proxy: S3Proxy, tmp_path: Path) -> Iterator[Mount]:
-    """s3mpfs talking to moto through `proxy`; the exit code is not checked (faults)."""
+    """s3mpfs talking to the S3 server through `proxy`; the exit code is not checked (faults)."""
     m = Mount(bucket, tmp_path / "mnt", proxy.url, tmp_path / "s3mpfs.log")
     try:
         m.start()

@@ -40,9 +40,9 @@ from typing import Any
 import pytest
 
 from s3mpfs.orphans import MARKER_PREFIX, marker_key
-from tests.fuse.conftest import SUMMARY_LINES
+from tests.fuse.conftest import SUMMARY_LINES, needs_proxy
 from tests.helpers.s3proxy import S3Proxy
-from tests.helpers.servers import CREDENTIALS, MotoServer, Mount, fuse_unavailable
+from tests.helpers.servers import CREDENTIALS, Buckets, MotoServer, Mount, fuse_unavailable
 
 MiB = 1024 * 1024
 SMALL = 100
@@ -190,6 +190,7 @@ def tally() -> Iterator[Tally]:
 
 @pytest.fixture(scope="module")
 def fault_proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
+    needs_proxy(moto_server)
     p = S3Proxy(moto_server.url)
     try:
         p.start()
@@ -199,10 +200,9 @@ def fault_proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
 
 
 @pytest.fixture(scope="module")
-def fbucket(s3: Any) -> str:
-    name = f"faults-{os.getpid()}"
-    s3.create_bucket(Bucket=name)
-    return name
+def fbucket(buckets: Buckets) -> Iterator[str]:
+    with buckets.temporary("faults") as name:  # deleted afterwards on an external server
+        yield name
 
 
 def _stop(m: Mount) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_s3
-from tests.helpers.servers import MotoServer, Mount
+from tests.helpers.servers import MotoServer, Mount, S3Server
 
 MiB = 1024 * 1024
 WRITERS = 8
@@ -31,22 +31,28 @@ def vm(pid: int, field: str) -> int:
 
 
 @pytest.fixture
-def own_moto() -> Iterator[MotoServer]:
-    """A server of its own: 2 GiB of objects are dropped with it afterwards."""
-    server = MotoServer()
+def own_moto(request: pytest.FixtureRequest, server: S3Server) -> Iterator[tuple[str, str]]:
+    """(endpoint, bucket). On moto a server of its own: 2 GiB of objects are dropped with it
+    afterwards. An external server stores them in a bucket deleted at teardown."""
+    if server.external:
+        yield server.url, request.getfixturevalue("bucket")
+        return
+    own = MotoServer()
     try:
-        server.start()
-        yield server
+        own.start()
+        make_s3(own.url, own).create_bucket(Bucket="many-writers")
+        yield own.url, "many-writers"
     finally:
-        server.stop()
+        own.stop()
 
 
-def test_eight_writers_and_readers(fuse: None, own_moto: MotoServer, tmp_path: Path) -> None:
-    s3: Any = make_s3(own_moto.url)
-    s3.create_bucket(Bucket="many-writers")
+def test_eight_writers_and_readers(fuse: None, own_moto: tuple[str, str],
+                                   tmp_path: Path) -> None:
+    url, bucket = own_moto
+    s3: Any = make_s3(url)
     readable = {f"r{i}": os.urandom(20 * MiB) for i in range(2)}
     for key, data in readable.items():
-        s3.put_object(Bucket="many-writers", Key=key, Body=data)
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
     sources = []
     for i in range(WRITERS):
         src = tmp_path / f"src{i}"
@@ -55,7 +61,7 @@ def test_eight_writers_and_readers(fuse: None, own_moto: MotoServer, tmp_path: P
             for j in range(SIZE // MiB):
                 f.write(bytes([i, j % 256]) + block[2:])
         sources.append(src)
-    m = Mount("many-writers", tmp_path / "mnt", own_moto.url, tmp_path / "s3mpfs.log",
+    m = Mount(bucket, tmp_path / "mnt", url, tmp_path / "s3mpfs.log",
               extra=["--memory-limit", str(MEMORY_LIMIT)])
     m.start()
     try:
@@ -81,7 +87,7 @@ def test_eight_writers_and_readers(fuse: None, own_moto: MotoServer, tmp_path: P
     assert code == 0, m.log()
     for i, src in enumerate(sources):
         h = hashlib.sha256()
-        for chunk in s3.get_object(Bucket="many-writers", Key=f"w{i}")["Body"].iter_chunks(MiB):
+        for chunk in s3.get_object(Bucket=bucket, Key=f"w{i}")["Body"].iter_chunks(MiB):
             h.update(chunk)
         with open(src, "rb") as f:
             assert h.hexdigest() == hashlib.file_digest(f, "sha256").hexdigest(), f"w{i}"
