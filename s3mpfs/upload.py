@@ -181,6 +181,8 @@ class Upload:
         self._base_len = 0  # bytes [0, base_len) are copied from the object `etag`
         self._lazy_base = False  # an existing object not yet fetched or copied
         self._part1: bytearray | None = None
+        self._part1_sent: trio.Event | None = None  # set once part 1's upload settled
+        self._part1_slot = False  # the kept part 1 holds one of the file's slots
         self._part1_len = 0
         self._part1_dirty = False
         self._upload_id: str | None = None
@@ -258,6 +260,8 @@ class Upload:
         if not view:
             return
         if self._part1 is not None and end <= self._part1_len:
+            if self._part1_sent is not None:
+                await self._part1_sent.wait()  # never change bytes while they are sent
             self._part1[offset:end] = view
             self._part1_dirty = True
             return
@@ -308,6 +312,11 @@ class Upload:
         keep = number == 1
         if keep:
             self._part1, self._part1_len = buf, length
+            self._part1_sent = trio.Event()
+            # The kept part 1 goes on occupying one of the file's `concurrency` slots until
+            # completion, so a file never holds more than `concurrency` part buffers besides
+            # the filling one. (Not with concurrency 1: its only slot must come free.)
+            self._part1_slot = self.cfg.concurrency > 1
         self.parts_in_flight += 1
         self.nursery.start_soon(self._send_part, number, buf, length, keep, weight)
 
@@ -316,10 +325,9 @@ class Upload:
         upload_id = self._upload_id
         try:
             assert upload_id is not None
-            # Part 1 stays writable (header patches) while it is sent: send a snapshot, so the
-            # bytes S3 gets are the bytes the checksum covers; a rewrite re-sends it at commit.
-            body = bytes(memoryview(buf)[:length]) if keep else _body(buf, length)
-            etag = await self._upload_part(upload_id, number, body)
+            # A rewrite of part 1 waits until it has been sent (see _overwrite), so the bytes S3
+            # gets are the bytes the checksum covers; the rewrite is re-sent at commit.
+            etag = await self._upload_part(upload_id, number, _body(buf, length))
             self._parts[number] = etag
             self.parts_sent += 1
             self.bytes_sent += length
@@ -331,10 +339,15 @@ class Upload:
             self.state = State.FAILED
         finally:
             self.parts_in_flight -= 1
-            if not keep:
-                self.budget.give_buffer(buf)
             self.budget.release(weight)
-            self._slots.release()
+            if keep:
+                assert self._part1_sent is not None
+                self._part1_sent.set()
+                if not self._part1_slot:
+                    self._slots.release()
+            else:
+                self.budget.give_buffer(buf)
+                self._slots.release()
 
     async def _checksum(self, body: bytes | bytearray) -> Checksum | None:
         if self.cfg.checksum == "off":
@@ -375,9 +388,12 @@ class Upload:
 
     async def _drain(self) -> None:
         """Wait until no part of this upload is in flight."""
-        for _ in range(self.cfg.concurrency):
+        if self._part1_sent is not None:
+            await self._part1_sent.wait()
+        free = self.cfg.concurrency - int(self._part1_slot)
+        for _ in range(free):
             await self._slots.acquire()
-        for _ in range(self.cfg.concurrency):
+        for _ in range(free):
             self._slots.release()
 
     async def truncate(self, size: int) -> None:
@@ -538,9 +554,14 @@ class Upload:
             self._buf, self._buf_len = None, 0
 
     def _release_part1(self) -> None:
+        """Only once part 1 is not in flight (callers drain first)."""
         if self._part1 is not None:
             self.budget.give_buffer(self._part1)
             self._part1, self._part1_dirty = None, False
+        self._part1_sent = None
+        if self._part1_slot:
+            self._part1_slot = False
+            self._slots.release()
 
     async def close(self) -> None:
         async with self._lock:
