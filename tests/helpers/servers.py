@@ -40,6 +40,13 @@ CAPABILITIES = {
     "part_number_reads": "answers HeadObject/GetObject with ?partNumber=N with that part of a "
                          "multipart object",
     "any_credentials": "accepts any access key and secret (so tests can make up their own)",
+    "put_if_match": "honours If-Match on PutObject with the ETag as S3 sends it, quoted (412 "
+                    "only when the object changed)",
+    "storage_classes": "accepts AWS's storage classes (STANDARD_IA, GLACIER, DEEP_ARCHIVE, ...) "
+                       "and keeps archived objects unreadable until restored",
+    "sse": "accepts server-side encryption (SSE-S3 AES256, SSE-KMS aws:kms)",
+    "sse_c": "accepts SSE-C keys (customer-provided) on this endpoint",
+    "multipart_tagging": "keeps the x-amz-tagging of CreateMultipartUpload on the object",
 }
 
 # What each kind of server lacks (measured: moto 5.2, Ceph 16.2; see
@@ -48,9 +55,10 @@ LACKS: dict[str, frozenset[str]] = {
     # moto checks only x-amz-copy-source-if-none-match, and If-None-Match but not If-Match on
     # CompleteMultipartUpload.
     "moto": frozenset({"copy_source_if_match", "conditional_complete"}),
-    # Ceph 16 reads only the legacy x-amz-copy-if-match header (and honours it).
     "ceph": frozenset({"stored_checksums", "conditional_complete", "trailing_checksums",
-                       "copy_source_if_match", "part_number_reads", "any_credentials"}),
+                       "copy_source_if_match", "part_number_reads", "any_credentials",
+                       "put_if_match", "storage_classes", "sse", "sse_c",
+                       "multipart_tagging"}),
     # AWS routes requests by their Host header: no local proxy in front of it.
     "aws": frozenset({"any_host_header", "any_credentials"}),
     # Any other S3: assumed to be like AWS; S3MPFS_TEST_LACKS adds what it lacks.
@@ -61,6 +69,12 @@ NOTES = {
     ("ceph", "copy_source_if_match"): "Ceph 16 reads only the legacy x-amz-copy-if-match",
     ("ceph", "stored_checksums"): "Ceph 16 accepts CRC headers and ignores them",
     ("ceph", "part_number_reads"): "Ceph 16 ignores partNumber and returns the whole object",
+    ("ceph", "put_if_match"): "Ceph 16 compares the header with the unquoted ETag: a correct "
+                              "quoted ETag gets 412",
+    ("ceph", "storage_classes"): "a default Ceph zone knows only STANDARD: InvalidArgument",
+    ("ceph", "sse"): "Ceph 16 without a KMS and over plain HTTP answers InvalidRequest",
+    ("ceph", "sse_c"): "Ceph refuses SSE-C over plain HTTP (rgw_crypt_require_ssl)",
+    ("ceph", "multipart_tagging"): "Ceph 16 drops it: the object has no tags",
     ("moto", "copy_source_if_match"): "moto 5.2 checks only x-amz-copy-source-if-none-match",
 }
 KIND_NAMES = {"moto": "moto", "ceph": "Ceph RADOS Gateway", "aws": "AWS S3", "s3": "S3 server"}
@@ -118,8 +132,8 @@ class S3Server:
     def why_not(self, capability: str) -> str:
         """The skip reason for a test that needs `capability` here."""
         note = NOTES.get((self.kind, capability))
-        return (f"{KIND_NAMES[self.kind]} ({self.kind}, {self.url}) lacks {capability}: "
-                f"it never {CAPABILITIES[capability]}" + (f" ({note})" if note else ""))
+        return (f"{KIND_NAMES[self.kind]} ({self.kind}, {self.url}) lacks {capability} "
+                f"(a server that {CAPABILITIES[capability]})" + (f": {note}" if note else ""))
 
     def describe(self) -> str:
         where = "external, left running" if self.external else "started for this session"
@@ -407,7 +421,7 @@ class Buckets:
         name = f"{self.prefix}{self.run_id}-{tag + '-' if tag else ''}{self.count}"
         assert BUCKET_NAME.fullmatch(name) and len(name) <= 63, name
         kw: dict[str, Any] = {}
-        if self.server.region != "us-east-1" and self.server.kind == "aws":
+        if self.server.region != "us-east-1":  # S3's rule: every other region is named
             kw["CreateBucketConfiguration"] = {"LocationConstraint": self.server.region}
         self.s3.create_bucket(Bucket=name, **kw)
         self.created.add(name)
