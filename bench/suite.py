@@ -1340,6 +1340,8 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
                                         if r.cpu is not None and g > 0]),
             "staging_peak_mib": max((r.staging_peak / MiB for r in ok
                                      if r.staging_peak is not None), default=None),
+            "staging_min_mib": min((r.staging_peak / MiB for r in ok
+                                    if r.staging_peak is not None), default=None),
             "requests_median": _med([float(x) for x in reqs]),
             "requests_ops": req_ops[len(req_ops) // 2] if req_ops else None,
             "items": ok[0].items if ok else (rs[0].items if rs else 0),
@@ -1505,6 +1507,67 @@ def markdown_table(rows: list[dict[str, Any]], titles: dict[str, str]) -> str:
             (_f(r["requests_median"], ".0f") + per_item) if r["requests_median"] is not None
             else "—",
             "; ".join(notes)]) + " |")
+    return "\n".join(out)
+
+
+SHORT_VARIANT = {"upload_file": "upload_file", "MPU 4 threads": "MPU", "get_object": "get_object",
+                 "download_file": "download_file", "4 x MPU 4 threads": "4 MPUs"}
+
+
+def _size(n: float) -> str:
+    return f"{n / GiB:g} GiB" if n >= GiB else f"{n / MiB:g} MiB"
+
+
+def summary_table(rows: list[dict[str, Any]], sz: Sizes) -> str:
+    """Systems x workloads, medians: the table for README.md."""
+    cols = [("write", "mbps_median", f"write {_size(sz.write)}, MB/s"),
+            ("tar", "mbps_median", "tar\\|cat, MB/s"),
+            ("rsync", "seconds_median", f"rsync {sz.rsync_files:,} files, s"),
+            ("rsync again", "seconds_median", "rsync again, s"),
+            ("read", "mbps_median", f"read {_size(sz.read)}, MB/s"),
+            ("ls", "seconds_median", f"ls -l {sz.ls_keys:,}, s"),
+            ("parallel", "mbps_median", "4 writers, MB/s")]
+    head = "| system | " + " | ".join(c[2] for c in cols) + " | RSS in write, MiB | " \
+        "CPU s/GiB in write | staging disk in write, MiB |"
+    out = [head, "|---" * (len(cols) + 4) + "|"]
+    for system in ("raw boto3", *FUSE_SYSTEMS):
+        cells = []
+        for wl, key, _ in cols:
+            if system == "raw boto3":
+                cand = [r for r in rows if r["workload"] == wl and r["system"].startswith("boto3")
+                        and r[key]]
+                best = (max if key == "mbps_median" else min)(cand, key=lambda r: r[key],
+                                                              default=None)
+                if best is None:
+                    cells.append("—")
+                    continue
+                variant = best["system"].removeprefix("boto3 ")
+                note = f" ({SHORT_VARIANT[variant]})" if len(cand) > 1 else ""
+                cells.append(f"{best[key]:.0f}{note}" if key == "mbps_median"
+                             else f"{best[key]:.1f}")
+                continue
+            r = row_of(rows, wl, system)
+            if r is None:
+                cells.append("—")
+            elif not r["ok"]:
+                cells.append("failed")
+            else:
+                v = r[key]
+                txt = f"{v:.0f}" if key == "mbps_median" else f"{v:.1f}"
+                if wl.startswith("rsync") and r["requests_median"] is not None and r["items"]:
+                    txt += f" ({r['requests_median'] / r['items']:.1f} req/file)"
+                cells.append(txt)
+        w = row_of(rows, "write", system) if system != "raw boto3" else None
+        rss = _f(w["rss_peak_mib"], ".0f") if w else "—"
+        if system == "raw boto3":
+            cpu = "; ".join(f"{SHORT_VARIANT[r['system'].removeprefix('boto3 ')]} "
+                            f"{r['cpu_per_gib_median']:.2f}" for r in rows
+                            if r["workload"] == "write" and r["system"].startswith("boto3")
+                            and r["cpu_per_gib_median"] is not None)
+        else:
+            cpu = _f(w["cpu_per_gib_median"], ".2f") if w else "—"
+        stage = _f(w["staging_min_mib"], ".0f") if w else "—"
+        out.append(f"| {system} | " + " | ".join(cells) + f" | {rss} | {cpu or '—'} | {stage} |")
     return "\n".join(out)
 
 
@@ -1908,6 +1971,14 @@ def write_outputs(args: argparse.Namespace, suite: Suite, info: dict[str, Any],
         f"round(s) ({sz.ls_rounds} for ls), interleaved.",
         "",
         "![results](results.png)",
+        "",
+        "## Summary (medians)",
+        "",
+        summary_table(rows, sz),
+        "",
+        "rclone-writes: close() returns before the upload; its times run until the objects "
+        "are in S3. rsync: seconds and S3 requests per file. raw boto3: the best variant. "
+        "Staging: the smallest per-run peak (rclone's cache keeps earlier rounds' files).",
         "",
         "## Goals",
         "",
