@@ -613,9 +613,8 @@ async def test_regression_part1_rewritten_while_in_flight_fails_the_upload() -> 
     still in flight fails the whole upload: Upload._upload_part computes the checksum of the
     kept buffer, then sends the same bytearray, which the rewrite has changed meanwhile ->
     BadDigest -> the part fails -> flush EIO. (Found as a flaky failure of the property test,
-    which therefore runs with checksum="off".) Sending a copy of part 1, or checksumming the
-    bytes actually sent, would fix it; the re-upload at commit already makes the content
-    right."""
+    which therefore runs with checksum="off".) Fixed: a rewrite of part 1 now waits until its
+    upload has settled, then the re-upload at commit makes the content right."""
     store = _GatedStore()
     upload = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
     opts = FsOptions(upload=upload, uid=UID, gid=GID, metadata_ttl=0, negative_ttl=0)
@@ -625,10 +624,18 @@ async def test_regression_part1_rewritten_while_in_flight_fails_the_upload() -> 
         _, fh = await fs.create(ROOT_INODE, "f", 0o644, UID, GID)
         await fs.write(fh, 0, b"\x01" * PART)  # part 1 goes out
         await store.entered.wait()  # its checksum is computed, the request is in flight
-        await fs.write(fh, 0, b"HEADER")  # patch the header: part 1 is rewritable
-        store.gate.set()
+        patched = trio.Event()
+
+        async def patch_header() -> None:  # the rewrite waits until part 1 has been sent
+            await fs.write(fh, 0, b"HEADER")
+            patched.set()
+
+        nursery.start_soon(patch_header)
         await trio.testing.wait_all_tasks_blocked()
-        await fs.write(fh, PART, b"tail")  # EIO: "part 1 failed: CRC64NVME mismatch"
+        assert not patched.is_set()  # bytes being sent are never changed under the request
+        store.gate.set()
+        await patched.wait()
+        await fs.write(fh, PART, b"tail")  # was EIO: "part 1 failed: CRC64NVME mismatch"
         await fs.flush(fh)
         await fs.release(fh)
     assert store.objects["f"].data == b"HEADER" + b"\x01" * (PART - 6) + b"tail"
