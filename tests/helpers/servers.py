@@ -33,6 +33,8 @@ CAPABILITIES = {
     "copy_source_if_match": "honours x-amz-copy-source-if-match on CopyObject/UploadPartCopy "
                             "(412 when the source changed)",
     "conditional_complete": "honours If-None-Match/If-Match on CompleteMultipartUpload",
+    "complete_if_none_match": "honours If-None-Match: * on CompleteMultipartUpload (412 when "
+                              "the key exists)",
     "trailing_checksums": "accepts request bodies with trailing checksums (aws-chunked "
                           "STREAMING-UNSIGNED-PAYLOAD-TRAILER, boto3's default since 1.36)",
     "any_host_header": "answers requests whose Host header names another address, so the "
@@ -55,9 +57,9 @@ LACKS: dict[str, frozenset[str]] = {
     # moto checks only x-amz-copy-source-if-none-match, and If-None-Match but not If-Match on
     # CompleteMultipartUpload.
     "moto": frozenset({"copy_source_if_match", "conditional_complete"}),
-    "ceph": frozenset({"stored_checksums", "conditional_complete", "trailing_checksums",
-                       "copy_source_if_match", "part_number_reads", "any_credentials",
-                       "put_if_match", "storage_classes", "sse", "sse_c",
+    "ceph": frozenset({"stored_checksums", "conditional_complete", "complete_if_none_match",
+                       "trailing_checksums", "copy_source_if_match", "part_number_reads",
+                       "any_credentials", "put_if_match", "storage_classes", "sse", "sse_c",
                        "multipart_tagging"}),
     # AWS routes requests by their Host header: no local proxy in front of it.
     "aws": frozenset({"any_host_header", "any_credentials"}),

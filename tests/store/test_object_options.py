@@ -64,6 +64,7 @@ class Wire:
 # -- storage class -----------------------------------------------------------------------------
 
 
+@pytest.mark.needs("storage_classes")
 async def test_storage_class_on_puts_uploads_and_copies(moto_server: Any, s3: Any,
                                                         bucket: str) -> None:
     store = _store(moto_server, bucket, storage_class="STANDARD_IA")
@@ -78,6 +79,7 @@ async def test_storage_class_on_puts_uploads_and_copies(moto_server: Any, s3: An
     assert _class(s3, bucket, "dir/") == "STANDARD"
 
 
+@pytest.mark.needs("storage_classes")
 async def test_copies_keep_the_source_class_when_none_is_configured(
         moto_server: Any, s3: Any, bucket: str) -> None:
     """A CopyObject without x-amz-storage-class makes a STANDARD object (AWS; moto too)."""
@@ -125,6 +127,7 @@ async def test_content_type_from_the_name(moto_server: Any, s3: Any, bucket: str
     assert s3.head_object(Bucket=bucket, Key="any.txt")["ContentType"] == "application/x-backup"
 
 
+@pytest.mark.needs("multipart_tagging")
 async def test_tags_and_acl(moto_server: Any, s3: Any, bucket: str) -> None:
     store = _store(moto_server, bucket, tags=(("backup", "daily"), ("team", "ops/infra x")),
                    acl="public-read")
@@ -143,6 +146,7 @@ async def test_tags_and_acl(moto_server: Any, s3: Any, bucket: str) -> None:
     assert s3.get_object_tagging(Bucket=bucket, Key="untagged")["TagSet"] == []
 
 
+@pytest.mark.needs("sse")
 @pytest.mark.parametrize(("options", "expected"), [
     ({"sse": "AES256"}, ("AES256", None)),
     ({"sse": "aws:kms", "sse_kms_key_id": "alias/backups"}, ("aws:kms", "alias/backups")),
@@ -164,6 +168,7 @@ async def test_server_side_encryption(moto_server: Any, s3: Any, bucket: str,
 # -- no-clobber --------------------------------------------------------------------------------
 
 
+@pytest.mark.needs("complete_if_none_match", "put_if_match")
 async def test_no_clobber_put_and_complete(moto_server: Any, s3: Any, bucket: str,
                                            caplog: pytest.LogCaptureFixture) -> None:
     store = _store(moto_server, bucket, no_clobber=True)
@@ -221,6 +226,7 @@ async def test_no_clobber_headers_on_the_wire(moto_server: Any, server: Any,
 # -- archived objects --------------------------------------------------------------------------
 
 
+@pytest.mark.needs("storage_classes")
 @pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
 async def test_archived_objects_need_a_restore(moto_server: Any, s3: Any, bucket: str,
                                                storage_class: str) -> None:
@@ -239,6 +245,7 @@ async def test_archived_objects_need_a_restore(moto_server: Any, s3: Any, bucket
 # -- SSE-C: moto ignores the headers, so the wire is what is checked --------------------------
 
 
+@pytest.mark.needs("sse_c")
 async def test_sse_c_key_on_every_request_that_needs_it(moto_server: Any, bucket: str,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     store = _store(moto_server, bucket, sse_c_key=KEY)
