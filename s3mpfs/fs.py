@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import trio
 
 from s3mpfs import xattrs
-from s3mpfs.config import UploadConfig
+from s3mpfs.config import MAX_PART_SIZE, UploadConfig
 from s3mpfs.errors import FsError, NotFound, StoreError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
 from s3mpfs.inodes import Inode, InodeTable, Kind, join
@@ -489,7 +489,7 @@ class Filesystem:
             metadata = None
             if inode.meta_changed:  # a folded chmod/utimens rides on this copy
                 metadata = inode.metadata()
-            elif inode.size > 5 * 1024**3:
+            elif inode.size > MAX_PART_SIZE:  # beyond CopyObject: a multipart copy
                 await self._ensure_meta(inode)
                 metadata = inode.metadata()
             if inode.etag is None:
@@ -645,13 +645,9 @@ class Filesystem:
         inode = await self._resolve(self._child_path(parent, name))
         if not inode.is_dir:
             raise FsError(errno.ENOTDIR)
-        dir_key = self.dir_key(inode.path)
-        page = await self.store.list_page(dir_key, max_keys=2)
-        others = [o for o in page.objects if o.key != dir_key]
-        pending = [c for c in self.inodes.children(inode.path) if c.writer is not None]
-        if others or page.prefixes or pending:
+        if not await self._dir_is_empty(inode):
             raise FsError(errno.ENOTEMPTY)
-        await self.store.delete(dir_key)
+        await self.store.delete(self.dir_key(inode.path))
         self._note_removed(inode.path)
         self._listings.pop(inode.path, None)
         self.inodes.unlink(inode)
