@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from s3mpfs import xattrs
+from s3mpfs import openers, xattrs
 from s3mpfs.config import MAX_PART_SIZE, UploadConfig
 from s3mpfs.errors import FsError, NotFound, StoreError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
@@ -110,6 +110,9 @@ class Filesystem:
         self._big_dirs: dict[str, float] = {}
         self._negative: dict[str, float] = {}
         self._pending_meta: set[Inode] = set()
+        # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
+        # a forked child's close from the opener's (openers.py). None: every flush commits.
+        self.mount_id: int | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
         """Part uploads run as tasks in this nursery, which must outlive every handle."""
@@ -671,7 +674,7 @@ class Filesystem:
     # -- files ---------------------------------------------------------------------------
 
     async def create(self, parent_ino: int, name: str, mode: int, uid: int,
-                     gid: int) -> tuple[Inode, FileHandleT]:
+                     gid: int, pid: int | None = None) -> tuple[Inode, FileHandleT]:
         self._writable()
         parent = self._dir(parent_ino)
         path = self._child_path(parent, name)
@@ -679,18 +682,20 @@ class Filesystem:
         inode.mode, inode.uid, inode.gid = stat.S_IFREG | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns, inode.size, inode.etag = time.time_ns(), 0, None
         inode.meta_known = True
-        fh = self._open_writer(inode)
+        fh = self._open_writer(inode, opener=pid)
         inode.lookups += 1
         self._note_created(path, DirEntry(name, Kind.FILE))
         return inode, fh
 
-    def _open_writer(self, inode: Inode, existing: Existing | None = None) -> FileHandleT:
+    def _open_writer(self, inode: Inode, existing: Existing | None = None,
+                     opener: int | None = None) -> FileHandleT:
         upload = self._new_upload(inode, existing)
         inode.writer = upload
         inode.open_handles += 1
-        return self.handles.add(WriteHandle(inode, upload))
+        process = openers.process_of(opener) if opener and self.mount_id is not None else None
+        return self.handles.add(WriteHandle(inode, upload, process))
 
-    async def open(self, ino: int, flags: int) -> FileHandleT:
+    async def open(self, ino: int, flags: int, pid: int | None = None) -> FileHandleT:
         inode = self._inode(ino)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
@@ -714,7 +719,7 @@ class Filesystem:
                             "--no-clobber keeps it", inode.path)
                 raise FsError(errno.EEXIST, "--no-clobber: the object exists")
             inode.mtime_ns = time.time_ns()  # stat shows the writer's size meanwhile
-            return self._open_writer(inode)
+            return self._open_writer(inode, opener=pid)
         # Without O_TRUNC the file keeps its bytes: append (O_APPEND, or writes at the end),
         # in-place edits of small files, truncate. The object is the upload's lazy base.
         writer = inode.writer
@@ -724,7 +729,7 @@ class Filesystem:
             existing = Existing(inode.etag, inode.size)
         else:
             existing = None
-        return self._open_writer(inode, existing)
+        return self._open_writer(inode, existing, opener=pid)
 
     def _handle(self, fh: int) -> ReadHandle | WriteHandle:
         handle = self.handles.get(fh)
@@ -755,9 +760,26 @@ class Filesystem:
         return written
 
     async def flush(self, fh: int) -> None:
+        """close() of one descriptor: commit what was written since the last commit, so that
+        its errors reach close(). Not when the opener still holds the file (this close came
+        from a forked copy of the descriptor; openers.py): its own close commits later."""
         handle = self._handle(fh)
-        if isinstance(handle, WriteHandle) and handle.upload.state is not State.NEW:
-            await self._commit(handle)
+        if not isinstance(handle, WriteHandle) or handle.upload.state is State.NEW:
+            return  # nothing written: the shell's `> f` (dup2, then close) must not commit
+        if handle.upload.state is State.DIRTY and self._opener_holds(handle):
+            log.debug("%s: flush from a copy of the descriptor; the opener (pid %s) still "
+                      "has it open: commit deferred to its close", handle.inode.path,
+                      handle.opener)
+            return
+        await self._commit(handle)
+
+    def _opener_holds(self, handle: WriteHandle) -> bool:
+        if self.mount_id is None or handle.opener is None:
+            return False
+        ino = handle.inode.ino
+        if sum(h.inode.ino == ino for h in self.handles.writers()) != 1:
+            return False  # another writer of the file: its descriptors would look like ours
+        return openers.holds_writable(handle.opener, self.mount_id, ino)
 
     async def fsync(self, fh: int) -> None:
         handle = self._handle(fh)

@@ -132,12 +132,13 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[Any, Any]:
         with _errors("create"):
-            inode, fh = await self.fs.create(parent_inode, _name(name), mode, ctx.uid, ctx.gid)
+            inode, fh = await self.fs.create(parent_inode, _name(name), mode, ctx.uid, ctx.gid,
+                                             ctx.pid)
             return pyfuse3.FileInfo(fh=fh), self._attrs(inode)
 
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
         with _errors("open"):
-            return pyfuse3.FileInfo(fh=await self.fs.open(inode, flags))
+            return pyfuse3.FileInfo(fh=await self.fs.open(inode, flags, ctx.pid))
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errors("read"):

@@ -27,6 +27,7 @@ class WriteHandle:
 
     inode: Inode
     upload: Upload
+    opener: int | None = None  # pid of the process that opened it, if known (openers.py)
 
 
 @dataclass

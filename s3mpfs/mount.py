@@ -51,24 +51,30 @@ EXIT_FAILED = 1  # a start-up check failed, or the filesystem crashed
 READ_AHEAD_KB = 1024
 
 
-def _set_read_ahead(mountpoint: str, kb: int) -> None:
-    """Set the new mount's readahead through its bdi in sysfs (root only; best effort). The
-    device comes from /proc/self/mountinfo: a stat() of the mountpoint would be a FUSE request
+def _mount_entry(mountpoint: str) -> list[str] | None:
+    """The newest /proc/self/mountinfo line for `mountpoint`, split into fields (0: mount ID,
+    2: major:minor). Read from /proc: a stat() of the mountpoint would be a FUSE request
     nobody answers yet."""
     escaped = mountpoint.replace("\\", "\\134").replace(" ", "\\040")
-    device = None
+    entry = None
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 fields = line.split()
                 if len(fields) > 4 and fields[4] == escaped:
-                    device = fields[2]  # major:minor; the last match is the newest mount
-        if device is None:
-            return
+                    entry = fields  # the last match is the newest mount
+    except OSError:
+        return None
+    return entry
+
+
+def _set_read_ahead(device: str, kb: int) -> None:
+    """Set the new mount's readahead through its bdi in sysfs (root only; best effort)."""
+    try:
         with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as f:
             f.write(str(kb))
     except OSError as exc:
-        log.debug("could not set readahead of %s to %d KiB: %s", mountpoint, kb, exc)
+        log.debug("could not set readahead of %s to %d KiB: %s", device, kb, exc)
 
 
 class MountError(Exception):
@@ -212,7 +218,10 @@ def run(cfg: MountConfig) -> int:
         ))
         try:
             pyfuse3.init(Operations(fs), mountpoint, _fuse_options(cfg))
-            _set_read_ahead(mountpoint, READ_AHEAD_KB)
+            entry = _mount_entry(mountpoint)
+            if entry is not None:
+                _set_read_ahead(entry[2], READ_AHEAD_KB)
+                fs.mount_id = int(entry[0])  # lets flush see who holds a file (openers.py)
             if non_empty:
                 log.warning("mountpoint %s is not empty: its contents are hidden while s3mpfs "
                             "is mounted there", mountpoint)

@@ -3,6 +3,7 @@ reason where it is missing; CI has it)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault injection")
         for line in SUMMARY_LINES:
             terminalreporter.write_line(line)
+
+
+def hand_over(fd: int, then_write: Path) -> subprocess.Popen[bytes]:
+    """A child that inherits `fd` and, once told (a line on its stdin), appends the file
+    `then_write` to it and exits: it writes on after the opener's own close()."""
+    return subprocess.Popen(["bash", "-c", f"read go && cat {then_write} >&{fd}"],
+                            pass_fds=(fd,), stdin=subprocess.PIPE)
 
 
 def needs_proxy(server: S3Server) -> None:

@@ -339,6 +339,28 @@ def _write_many(mount: Mount, files: list[tuple[str, bytes, str]], scratch: Path
         return {key: f.result() for key, f in futures.items()}
 
 
+def test_part_failure_after_a_childs_close_leaves_no_partial_object(
+        shared_mount: Mount, faults: S3Proxy, s3: Any, fbucket: str, tally: Tally) -> None:
+    """The writer spawns a process after 2 MiB (its close of the inherited descriptor is a
+    FLUSH), then every part fails: close() fails and S3 holds nothing, not the first 2 MiB
+    (the flush did not commit: the opener still held the file)."""
+    key = "forked-then-failed.bin"
+    data = os.urandom(LARGE)
+    try:
+        with open(shared_mount.mountpoint / key, "wb", buffering=0) as f:
+            f.write(data[:2 * MiB])
+            subprocess.run(["true"], check=True)
+            faults.add_fault("UploadPart", "status", status=500, times=-1)
+            for pos in range(2 * MiB, LARGE, MiB):
+                f.write(data[pos:pos + MiB])
+        out = Outcome(True, None, 0.0)
+    except OSError as exc:
+        out = Outcome(False, exc.errno, 0.0, str(exc))
+    assert tally.judge(s3, fbucket, key, data, out) == "failed loudly", out
+    assert out.errno == errno.EIO
+    assert_nothing_left(s3, fbucket, key)
+
+
 def test_30_percent_of_upload_parts_fail(shared_mount: Mount, faults: S3Proxy, s3: Any,
                                          fbucket: str, tally: Tally, tmp_path: Path) -> None:
     faults.add_fault("UploadPart", "status", status=500, fraction=0.3, seed=1234)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.fuse.conftest import hand_over
 from tests.helpers.servers import CREDENTIALS, Mount
 
 MiB = 1024 * 1024
@@ -145,20 +146,23 @@ def test_no_clobber_close_fails_if_the_name_was_taken_meanwhile(
 
 @pytest.mark.parametrize("size", [100, 9 * MiB])
 def test_no_clobber_a_file_continues_after_its_own_close(
-        mount_with: MountWith, s3: Any, bucket: str, size: int) -> None:
-    """( echo a; sleep 1; echo b ) > f: the first close() stores a, the last one the whole
-    file, which replaces the writer's own object (If-Match on its ETag)."""
+        mount_with: MountWith, s3: Any, bucket: str, size: int, tmp_path: Path) -> None:
+    """The opener's close() stores its bytes; a child that inherited the descriptor writes on
+    and its close() stores the whole file, replacing the writer's own object (If-Match on its
+    ETag)."""
     m = mount_with("--no-clobber")
-    first, more = os.urandom(size), os.urandom(size)
+    first, more = os.urandom(size), tmp_path / "more"
+    more.write_bytes(os.urandom(size))
     fd = os.open(m.mountpoint / "log.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, first)
-        os.close(os.dup(fd))  # a child's close(): commits what was written
-        assert body(s3, bucket, "log.bin") == first
-        os.write(fd, more)
+        child = hand_over(fd, more)
     finally:
         os.close(fd)
-    assert body(s3, bucket, "log.bin") == first + more
+    assert body(s3, bucket, "log.bin") == first
+    child.communicate(b"go\n", timeout=120)
+    assert child.returncode == 0
+    assert body(s3, bucket, "log.bin") == first + more.read_bytes()
 
 
 @pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.fuse.conftest import hand_over
 from tests.helpers.s3proxy import S3Proxy
 from tests.helpers.servers import Mount, wait_for
 
@@ -128,16 +129,39 @@ def test_subshell_and_group_redirections_store_the_whole_file(
     assert object_bytes(s3, bucket, "g") == b"one\ntwo\nthree\n"
 
 
-def test_group_redirection_with_large_output_continues_the_upload(
+def test_a_forked_childs_close_does_not_commit_a_half_written_file(
+        mount: Mount, s3: Any, bucket: str) -> None:
+    """A process that spawns children while it writes (a thread running subprocess, a shell
+    running a command): each child closes its copy of the descriptor, which the kernel sends
+    as a FLUSH. While the opener still holds the file, such a flush must not store the half
+    written file: if a later part failed, close() would fail with a truncated object in S3."""
+    first, rest = os.urandom(MiB), os.urandom(2 * MiB)
+    with open(mount.mountpoint / "forked.bin", "wb", buffering=0) as f:
+        f.write(first)
+        subprocess.run(["true"], check=True)  # close-on-exec in the child: a FLUSH
+        subprocess.run(["sh", "-c", "exit 0"], pass_fds=(f.fileno(),), check=True)  # at exit
+        # close() in the child waits for the FLUSH answer, so a commit would be visible now.
+        assert no_object(s3, bucket, "forked.bin")
+        f.write(rest)
+    assert object_bytes(s3, bucket, "forked.bin") == first + rest
+
+
+def test_writes_after_the_openers_close_continue_the_upload(
         mount: Mount, s3: Any, bucket: str, tmp_path: Path) -> None:
-    # The first command's 10 MiB are committed (one full part + tail) when it exits; the
-    # second command's bytes continue the object (server-side copy of the committed part).
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.write_bytes(os.urandom(10 * MiB))
+    # The opener's close() commits its 10 MiB (one full part + tail); the child's bytes then
+    # continue the object (server-side copy of the committed part) and its exit commits all.
+    a, b = os.urandom(10 * MiB), tmp_path / "b"
     b.write_bytes(os.urandom(9 * MiB))
-    r = sh(f"{{ cat {a}; cat {b}; }} > {mount.mountpoint}/joined")
-    assert r.returncode == 0, r.stderr
-    assert object_bytes(s3, bucket, "joined") == a.read_bytes() + b.read_bytes()
+    fd = os.open(mount.mountpoint / "joined", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, a)
+        child = hand_over(fd, b)
+    finally:
+        os.close(fd)
+    assert object_bytes(s3, bucket, "joined") == a
+    child.communicate(b"go\n", timeout=120)
+    assert child.returncode == 0
+    assert object_bytes(s3, bucket, "joined") == a + b.read_bytes()
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
