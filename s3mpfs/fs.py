@@ -737,7 +737,7 @@ class Filesystem:
             raise FsError(errno.EBADF)
         return handle
 
-    async def read(self, fh: int, offset: int, length: int) -> bytes:
+    async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
         handle = self._handle(fh)
         if isinstance(handle, WriteHandle):
             log.error("%s: read on a descriptor opened for writing: not supported while the "

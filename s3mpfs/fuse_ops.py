@@ -140,7 +140,8 @@ class Operations(pyfuse3.Operations):
         with _errors("open"):
             return pyfuse3.FileInfo(fh=await self.fs.open(inode, flags, ctx.pid))
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    # pyfuse3's stub says bytes; its handler replies from any buffer (PyObject_GetBuffer).
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         with _errors("read"):
             return await self.fs.read(fh, off, size)
 

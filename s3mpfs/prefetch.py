@@ -196,7 +196,9 @@ class Reader:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def read(self, offset: int, length: int) -> bytes:
+    async def read(self, offset: int, length: int) -> bytes | memoryview:
+        """Bytes [offset, offset + length) of the object; usually a view into a fetched chunk
+        (pyfuse3 replies from any buffer: no copy of each 1 MiB read)."""
         if self._closed:
             raise FsError(errno.EBADF, f"{self.key}: read after release")
         end = min(offset + length, self.size)
@@ -211,7 +213,7 @@ class Reader:
         self.served += end - offset
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def _read_piece(self, offset: int, end: int) -> bytes:
+    async def _read_piece(self, offset: int, end: int) -> bytes | memoryview:
         self._track(offset, end)
         chunks = await self._cover(offset, end)
         try:
@@ -230,7 +232,7 @@ class Reader:
             if len(chunks) == 1:
                 c = chunks[0]
                 assert c.data is not None
-                return c.data[offset - c.start:end - c.start]
+                return memoryview(c.data)[offset - c.start:end - c.start]
             parts = []
             for c in chunks:
                 assert c.data is not None

@@ -150,8 +150,20 @@ def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 1) 
     session._session.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=_parse_timestamp)
     client = session.client("s3", endpoint_url=cfg.endpoint_url, config=conf)
+    for op in ("CopyObject", "UploadPartCopy"):
+        client.meta.events.register(f"before-sign.s3.{op}", _legacy_copy_if_match)
     requestlog.install(client)  # a WARNING per retry; per-request DEBUG lines
     return client
+
+
+def _legacy_copy_if_match(request: Any, **_: Any) -> None:
+    """Ceph RGW reads a copy's condition from the original (2006) header name,
+    x-amz-copy-if-match, and ignores x-amz-copy-source-if-match: send both, so a copy pinned to
+    an ETag fails with 412 on either kind of store when the source changed meanwhile. AWS
+    ignores x-amz-* headers it does not know."""
+    value = request.headers.get("x-amz-copy-source-if-match")
+    if value is not None and "x-amz-copy-if-match" not in request.headers:
+        request.headers["x-amz-copy-if-match"] = value
 
 
 def _checksum_args(checksum: Checksum | None, *, declare: bool = True) -> dict[str, str]:

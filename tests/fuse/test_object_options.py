@@ -59,6 +59,7 @@ def uploads(s3: Any, bucket: str) -> list[Any]:
     return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
+@pytest.mark.needs("storage_classes")
 def test_storage_class_and_content_type(mount_with: MountWith, s3: Any, bucket: str,
                                         tmp_path: Path) -> None:
     m = mount_with("--storage-class", "STANDARD_IA")
@@ -76,6 +77,7 @@ def test_storage_class_and_content_type(mount_with: MountWith, s3: Any, bucket: 
     assert "new objects: storage class STANDARD_IA" in m.log()
 
 
+@pytest.mark.needs("sse", "multipart_tagging")
 def test_tags_acl_and_sse(mount_with: MountWith, s3: Any, bucket: str,
                           tmp_path: Path) -> None:
     m = mount_with("--sse", "AES256", "--tag", "backup=daily", "-o",
@@ -128,7 +130,9 @@ def test_no_clobber(mount_with: MountWith, s3: Any, bucket: str, tmp_path: Path)
     assert "--no-clobber keeps it" in m.log()
 
 
-@pytest.mark.parametrize("size", [100, 20 * MiB])
+# A small file is one PutObject with If-None-Match; a large one a conditional Complete.
+@pytest.mark.parametrize("size", [100, pytest.param(20 * MiB, marks=pytest.mark.needs(
+    "complete_if_none_match"))])
 def test_no_clobber_close_fails_if_the_name_was_taken_meanwhile(
         mount_with: MountWith, s3: Any, bucket: str, size: int) -> None:
     m = mount_with("--no-clobber")
@@ -144,7 +148,9 @@ def test_no_clobber_close_fails_if_the_name_was_taken_meanwhile(
     assert uploads(s3, bucket) == []  # the multipart upload was aborted
 
 
-@pytest.mark.parametrize("size", [100, 9 * MiB])
+# A small file's second commit is a PutObject with If-Match on its own ETag.
+@pytest.mark.parametrize("size", [pytest.param(100, marks=pytest.mark.needs("put_if_match")),
+                                  9 * MiB])
 def test_no_clobber_a_file_continues_after_its_own_close(
         mount_with: MountWith, s3: Any, bucket: str, size: int, tmp_path: Path) -> None:
     """The opener's close() stores its bytes; a child that inherited the descriptor writes on
@@ -165,6 +171,7 @@ def test_no_clobber_a_file_continues_after_its_own_close(
     assert body(s3, bucket, "log.bin") == first + more.read_bytes()
 
 
+@pytest.mark.needs("storage_classes")
 @pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
 def test_reading_an_archived_object_fails_with_eacces(
         mount_with: MountWith, s3: Any, bucket: str, storage_class: str) -> None:
@@ -178,6 +185,7 @@ def test_reading_an_archived_object_fails_with_eacces(
     assert "cold.tar: the object is in" in m.log() and "needs a restore" in m.log(), m.log()
 
 
+@pytest.mark.needs("sse_c")
 def test_sse_c_key_is_never_logged(mount_with: MountWith, s3: Any, bucket: str,
                                    tmp_path: Path) -> None:
     """moto ignores SSE-C (tests/store/test_object_options.py checks the headers BotoStore
