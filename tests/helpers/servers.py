@@ -30,8 +30,10 @@ from typing import Any
 CAPABILITIES = {
     "stored_checksums": "stores the CRC32C/CRC64NVME checksums a client sends and returns them "
                         "(HeadObject ChecksumMode=ENABLED, GetObjectAttributes)",
-    "copy_source_if_match": "honours x-amz-copy-source-if-match on CopyObject/UploadPartCopy "
-                            "(412 when the source changed)",
+    "copy_source_if_match": "honours x-amz-copy-source-if-match on CopyObject (412 when the "
+                            "source changed)",
+    "part_copy_if_match": "honours x-amz-copy-source-if-match on UploadPartCopy (412 when the "
+                          "source changed)",
     "conditional_complete": "honours If-None-Match/If-Match on CompleteMultipartUpload",
     "complete_if_none_match": "honours If-None-Match: * on CompleteMultipartUpload (412 when "
                               "the key exists)",
@@ -56,9 +58,9 @@ CAPABILITIES = {
 LACKS: dict[str, frozenset[str]] = {
     # moto checks only x-amz-copy-source-if-none-match, and If-None-Match but not If-Match on
     # CompleteMultipartUpload.
-    "moto": frozenset({"copy_source_if_match", "conditional_complete"}),
+    "moto": frozenset({"copy_source_if_match", "part_copy_if_match", "conditional_complete"}),
     "ceph": frozenset({"stored_checksums", "conditional_complete", "complete_if_none_match",
-                       "trailing_checksums", "copy_source_if_match", "part_number_reads",
+                       "trailing_checksums", "part_copy_if_match", "part_number_reads",
                        "any_credentials", "put_if_match", "storage_classes", "sse", "sse_c",
                        "multipart_tagging"}),
     # AWS routes requests by their Host header: no local proxy in front of it.
@@ -68,7 +70,8 @@ LACKS: dict[str, frozenset[str]] = {
 }
 # How a kind of server falls short, where that says more than the capability.
 NOTES = {
-    ("ceph", "copy_source_if_match"): "Ceph 16 reads only the legacy x-amz-copy-if-match",
+    # CopyObject: Ceph 16 reads only the legacy x-amz-copy-if-match, which BotoStore sends too.
+    ("ceph", "part_copy_if_match"): "Ceph 16 ignores every copy condition on UploadPartCopy",
     ("ceph", "stored_checksums"): "Ceph 16 accepts CRC headers and ignores them",
     ("ceph", "part_number_reads"): "Ceph 16 ignores partNumber and returns the whole object",
     ("ceph", "put_if_match"): "Ceph 16 compares the header with the unquoted ETag: a correct "
@@ -78,6 +81,7 @@ NOTES = {
     ("ceph", "sse_c"): "Ceph refuses SSE-C over plain HTTP (rgw_crypt_require_ssl)",
     ("ceph", "multipart_tagging"): "Ceph 16 drops it: the object has no tags",
     ("moto", "copy_source_if_match"): "moto 5.2 checks only x-amz-copy-source-if-none-match",
+    ("moto", "part_copy_if_match"): "moto 5.2 checks only x-amz-copy-source-if-none-match",
 }
 KIND_NAMES = {"moto": "moto", "ceph": "Ceph RADOS Gateway", "aws": "AWS S3", "s3": "S3 server"}
 

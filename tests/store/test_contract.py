@@ -400,7 +400,7 @@ async def test_upload_part_copy_src_etag_mismatch(request: pytest.FixtureRequest
     upload_id = await store.create_upload("dst", metadata={})
     with pytest.raises(NotFound):
         await store.upload_part_copy("dst", upload_id, 1, "missing", 0, 10)
-    _moto_gap(request, store, MOTO_IGNORES_COPY_IF_MATCH)
+    _moto_gap(request, store, MOTO_IGNORES_COPY_IF_MATCH, "part_copy_if_match")
     with pytest.raises(PreconditionFailed):
         await store.upload_part_copy("dst", upload_id, 1, "src", 0, 100, src_etag=old)
 
