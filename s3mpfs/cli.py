@@ -27,6 +27,7 @@ from s3mpfs.config import (
     UploadConfig,
     parse_bucket,
     parse_mode,
+    parse_seconds,
     parse_size,
 )
 
@@ -48,7 +49,7 @@ MOUNT_FUSE3_ONLY = ("setuid=", "drop_privileges")
 S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concurrency",
                  "memory_limit", "max_parts", "checksum", "log_file", "uid", "gid", "file_mode",
                  "dir_mode", "umask", "storage_class", "sse", "sse_kms_key_id",
-                 "sse_c_key_file", "content_type", "tag", "acl"}
+                 "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl"}
 S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd", "no_clobber"}
 # -o spellings of a flag besides its own name
 FLAG_ALIASES = {"noclobber": "no_clobber"}
@@ -123,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
                           "(endpoint_url=..., part_size=16M, uid=, gid=, umask=, file_mode=, "
                           "dir_mode=, debug, log_file=...); fstab words (_netdev, noauto, "
                           "nofail, x-systemd.*, ...) are ignored")
+    mnt.add_argument("--metadata-ttl", metavar="SECONDS", default="5",
+                     help="how long attributes and directory listings learnt from S3 are "
+                          "trusted (the kernel caches them as long); 0 asks S3 every time "
+                          "(also -o metadata_ttl=); default %(default)s")
     perm = p.add_argument_group(
         "permissions",
         "Without -o allow_other only the mounting user (and nobody else, not even root)\n"
@@ -239,6 +244,7 @@ def parse_args(argv: list[str]) -> MountConfig:
                               max_parts=int(args.max_parts),
                               checksum=str(args.checksum))
         file_mode, dir_mode = _modes(args)
+        metadata_ttl = parse_seconds(args.metadata_ttl, "--metadata-ttl")
         objects = objectopts.parse_options(
             storage_class=args.storage_class, sse=args.sse, sse_kms_key_id=args.sse_kms_key_id,
             sse_c_key_file=args.sse_c_key_file, no_clobber=args.no_clobber,
@@ -252,6 +258,7 @@ def parse_args(argv: list[str]) -> MountConfig:
         debug=args.debug, log_file=args.log_file, read_only=args.read_only,
         fuse_options=tuple(fuse_options), uid=args.uid, gid=args.gid,
         file_mode=file_mode, dir_mode=dir_mode, systemd=args.systemd, objects=objects,
+        metadata_ttl=metadata_ttl,
     )
 
 

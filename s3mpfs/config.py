@@ -167,6 +167,19 @@ class MountConfig:
     systemd: bool = False
     # Storage class, encryption, no-clobber, content type, tags, ACL of the objects written.
     objects: ObjectOptions = field(default_factory=ObjectOptions)
+    # Seconds attributes and listings learnt from S3 are trusted (fs.FsOptions.metadata_ttl).
+    metadata_ttl: float = 5.0
+
+
+def parse_seconds(text: str, what: str) -> float:
+    """'5', '0.5', '0' -> seconds (a cache time: 0 or more, at most a day)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{what} {text}: not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise ConfigError(f"{what} {text}: must be between 0 and 86400 seconds")
+    return value
 
 
 def parse_mode(text: str) -> int:

@@ -31,6 +31,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -564,24 +565,28 @@ class Filesystem:
         inode.open_handles += 1
         return self.handles.add(DirHandle(inode))
 
-    async def readdir(self, fh: int, start: int) -> list[tuple[str, Inode, bool]]:
+    async def readdir(self, fh: int, start: int) -> Iterator[tuple[str, Inode, bool]]:
         """Entries from index `start` as (name, inode, counted); `counted` is False for "."
-        and "..", which the kernel does not take references on."""
+        and "..", which the kernel does not take references on. Lazy: the kernel takes a
+        buffer's worth (~100 entries) per call, so building every entry from `start` on would
+        make listing a directory of n entries cost O(n^2)."""
         handle = self.handles.get(fh)
         if not isinstance(handle, DirHandle):
             raise FsError(errno.EBADF)
         if start == 0 or handle.entries is None:
             handle.entries = await self._list(handle.inode)
-        out: list[tuple[str, Inode, bool]] = []
+        return self._entries_from(handle, handle.entries, start)
+
+    def _entries_from(self, handle: DirHandle, entries: list[DirEntry],
+                      start: int) -> Iterator[tuple[str, Inode, bool]]:
         parent = self.inodes.by_path(handle.inode.path.rpartition("/")[0]) or handle.inode
         fixed = [(".", handle.inode, False), ("..", parent, False)]
-        for index in range(start, len(handle.entries) + 2):
+        for index in range(start, len(entries) + 2):
             if index < 2:
-                out.append(fixed[index])
+                yield fixed[index]
                 continue
-            entry = handle.entries[index - 2]
-            out.append((entry.name, self._entry_inode(handle.inode.path, entry), True))
-        return out
+            entry = entries[index - 2]
+            yield entry.name, self._entry_inode(handle.inode.path, entry), True
 
     async def _list(self, inode: Inode) -> list[DirEntry]:
         entries = await list_dir(self.store, self.dir_key(inode.path))

@@ -214,7 +214,7 @@ def run(cfg: MountConfig) -> int:
             gid=cfg.gid if cfg.gid is not None else os.getgid(),
             file_mode=cfg.file_mode if cfg.file_mode is not None else FsOptions.file_mode,
             dir_mode=cfg.dir_mode if cfg.dir_mode is not None else FsOptions.dir_mode,
-            no_clobber=cfg.objects.no_clobber,
+            no_clobber=cfg.objects.no_clobber, metadata_ttl=cfg.metadata_ttl,
         ))
         try:
             pyfuse3.init(Operations(fs), mountpoint, _fuse_options(cfg))

@@ -15,6 +15,7 @@ retry without the key does), every part and the Complete of an SSE-C upload carr
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import time
@@ -176,9 +177,13 @@ class MemoryStore:
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         last = ""
-        for key in sorted(self.objects):
-            if not key.startswith(prefix) or (token is not None and key <= token):
-                continue
+        keys = sorted(self.objects)
+        # Start at the first key after the token (or at the prefix), not at the beginning:
+        # a directory of 100,000 keys would otherwise cost O(n) per page.
+        first = bisect.bisect_right(keys, token) if token is not None else 0
+        for key in keys[max(first, bisect.bisect_left(keys, prefix)):]:
+            if not key.startswith(prefix):
+                break  # sorted: the prefix's keys are contiguous
             rest = key[len(prefix):]
             common = None
             if delimiter and delimiter in rest:

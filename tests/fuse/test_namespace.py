@@ -6,12 +6,14 @@ import errno
 import hashlib
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.servers import Mount
+from tests.helpers.s3proxy import S3Proxy
+from tests.helpers.servers import Mount, S3Server
 
 MiB = 1024 * 1024
 
@@ -53,6 +55,65 @@ def test_listing_paginates_past_1000_keys(mount: Mount, s3: Any, bucket: str) ->
     assert len(listed) == len(set(listed)) == 1101
     assert set(listed) == names | {"sub"}
     assert os.path.isdir(mount.mountpoint / "many" / "sub")  # a prefix without marker
+
+
+def test_5000_key_directory_lists_completely_and_lookups_cost_no_heads(
+        fuse: None, bucket: str, s3: Any, proxy: S3Proxy, tmp_path: Path) -> None:
+    """ls -l and find of 5,000 objects (plus a prefix without marker) show every name once
+    with its size; stat of listed names within the TTL asks S3 nothing (no HEAD)."""
+    names = {f"f{i:05d}.dat" for i in range(5000)}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: s3.put_object(Bucket=bucket, Key=f"big/{n}", Body=n.encode()),
+                      sorted(names)))
+    s3.put_object(Bucket=bucket, Key="big/sub/inner", Body=b"x")
+    # A TTL far above the test's duration, so a slow machine cannot expire the listing.
+    m = Mount(bucket, tmp_path / "mnt", proxy.url, tmp_path / "s3mpfs.log",
+              extra=["--metadata-ttl", "600"])
+    try:
+        m.start()
+        assert os.listdir(m.mountpoint) == ["big"]  # the root is listed: "big" is known
+        proxy.reset()
+        big = m.mountpoint / "big"
+        r = subprocess.run(["ls", "-l", str(big)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        rows = [line.split() for line in r.stdout.splitlines()[1:]]  # after "total N"
+        assert len(rows) == 5001
+        assert {row[-1] for row in rows} == names | {"sub"}
+        assert all(int(row[4]) == len(row[-1]) for row in rows if row[-1] in names)
+        r = subprocess.run(["find", str(big), "-type", "f"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        found = [os.path.relpath(line, big) for line in r.stdout.splitlines()]
+        assert len(found) == 5001 and set(found) == names | {"sub/inner"}
+        for name in sorted(names)[::10]:
+            assert os.stat(big / name).st_size == len(name)
+        counts = proxy.counts()
+        print(f"requests for ls -l, find and 500 stats of 5,000 names: {counts}")
+        assert counts.get("HeadObject", 0) == 0, counts
+        assert set(counts) == {"ListObjectsV2"}, counts
+        assert counts["ListObjectsV2"] <= 20, counts  # ~6 pages per listing of the directory
+    finally:
+        m.unmount()
+
+
+@pytest.mark.parametrize("ttl", ["0", "600"])
+def test_metadata_ttl_decides_when_other_clients_changes_show(
+        fuse: None, bucket: str, s3: Any, server: S3Server, tmp_path: Path, ttl: str) -> None:
+    s3.put_object(Bucket=bucket, Key="f", Body=b"a")
+    m = Mount(bucket, tmp_path / "mnt", server.url, tmp_path / "s3mpfs.log",
+              extra=["--metadata-ttl", ttl])
+    try:
+        m.start()
+        assert os.stat(m.mountpoint / "f").st_size == 1
+        s3.put_object(Bucket=bucket, Key="f", Body=b"abc")  # another client replaces it
+        s3.put_object(Bucket=bucket, Key="g", Body=b"new")  # and adds a name
+        seen = os.stat(m.mountpoint / "f").st_size
+        if ttl == "0":  # asked again at once
+            assert seen == 3 and os.path.exists(m.mountpoint / "g")
+        else:  # within the TTL the cached attributes stand (the kernel's and s3mpfs's)
+            assert seen == 1
+    finally:
+        m.unmount()
 
 
 def test_read_existing_object(mount: Mount, s3: Any, bucket: str) -> None:

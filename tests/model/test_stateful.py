@@ -291,7 +291,7 @@ async def check_namespace(driver: Driver, model: Model) -> None:
         inode = await driver.walk(d)
         fh = fs.opendir(inode.ino)
         try:
-            entries = await fs.readdir(fh, 0)
+            entries = list(await fs.readdir(fh, 0))
         finally:
             fs.releasedir(fh)
         names = {n for n, _, _ in entries} - {".", ".."}

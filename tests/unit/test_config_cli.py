@@ -187,6 +187,8 @@ def test_unknown_dash_o_exits_2(capsys: pytest.CaptureFixture[str], option: str,
     (["--upload-concurrency", "0"], "at least 1"),
     (["--memory-limit", "4M"], "--memory-limit"),
     (["-o", "uid=root"], "invalid literal"),
+    (["--metadata-ttl", "-1"], "between 0 and 86400"),
+    (["-o", "metadata_ttl=soon"], "not a number of seconds"),
 ])
 def test_bad_values_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
                            shown: str) -> None:
@@ -194,6 +196,12 @@ def test_bad_values_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
         parse_args(["bucket", "/mnt", *argv])
     assert exc.value.code == 2
     assert shown in capsys.readouterr().err
+
+
+def test_metadata_ttl_default_flag_and_option() -> None:
+    assert parse_args(["bucket", "/mnt"]).metadata_ttl == 5.0
+    assert parse_args(["bucket", "/mnt", "--metadata-ttl", "0"]).metadata_ttl == 0.0
+    assert parse_args(["bucket", "/mnt", "-o", "metadata_ttl=30"]).metadata_ttl == 30.0
 
 
 def test_bad_bucket_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable
@@ -15,7 +16,7 @@ from s3mpfs.config import MiB, UploadConfig
 from s3mpfs.errors import FsError, StoreError
 from s3mpfs.fs import Filesystem, FsOptions, SetAttr
 from s3mpfs.inodes import ROOT_INODE, Inode, Kind
-from s3mpfs.store.memory import MemoryStore
+from s3mpfs.store.memory import MemoryStore, _Object
 from tests.helpers.faults import FaultyStore
 
 PART = 5 * MiB
@@ -228,7 +229,7 @@ async def test_lookup_name_both_file_and_prefix_is_a_directory(
 async def _readdir(fs: Filesystem, ino: int) -> dict[str, Inode]:
     fh = fs.opendir(ino)
     try:
-        entries = await fs.readdir(fh, 0)
+        entries = list(await fs.readdir(fh, 0))
     finally:
         fs.releasedir(fh)
     names = [name for name, _, _ in entries]
@@ -263,11 +264,38 @@ async def test_readdir_from_an_offset(fs: Filesystem, mem: MemoryStore) -> None:
     for name in ("a", "b", "c"):
         await mem.put(name, b"", metadata={})
     fh = fs.opendir(ROOT_INODE)
-    first = await fs.readdir(fh, 0)
-    rest = await fs.readdir(fh, 3)
+    first = list(await fs.readdir(fh, 0))
+    rest = list(await fs.readdir(fh, 3))
     fs.releasedir(fh)
     assert [n for n, _, _ in first] == [".", "..", "a", "b", "c"]
     assert [n for n, _, _ in rest] == ["b", "c"]
+
+
+async def test_readdir_of_100_000_entries_in_kernel_sized_batches(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    """101 pages of ListObjectsV2 (files and prefixes interleaved across page boundaries),
+    read the way the kernel does: a batch at a time, each call resuming at the offset after the
+    last entry it took. Every name exactly once, in order, offsets stable."""
+    names = {f"f{i:06d}" for i in range(100_500)}
+    for name in names:
+        key = f"big/{name}" if int(name[1:]) % 10 else f"big/{name}/inner"  # every 10th: a dir
+        mem.objects[key] = _Object(b"", f'"{name}"', 0.0, {})  # direct: 100k puts are slow
+    before = mem.counts.get("ListObjectsV2", 0)
+    big = await fs.lookup(ROOT_INODE, "big")
+    fh = fs.opendir(big.ino)
+    seen: list[str] = []
+    offset = 0
+    while True:
+        batch = list(itertools.islice(await fs.readdir(fh, offset), 331))  # a kernel buffer
+        if not batch:
+            break
+        seen += [n for n, _, _ in batch]
+        offset += len(batch)
+    fs.releasedir(fh)
+    assert seen[:2] == [".", ".."]
+    assert seen[2:] == sorted(names)
+    assert (mem.counts["ListObjectsV2"] - before) >= 100  # it really paged
+    assert fs.inodes.by_path("big/f000010").kind is Kind.DIR
 
 
 async def test_mkdir_writes_a_marker(fs: Filesystem, mem: MemoryStore) -> None:
