@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyfuse3
+import trio
 
 from s3mpfs.errors import FsError, StoreError, errno_for
 from s3mpfs.fs import Filesystem, SetAttr
@@ -61,6 +62,13 @@ class Operations(pyfuse3.Operations):
     def __init__(self, fs: Filesystem) -> None:
         super().__init__()
         self.fs = fs
+        # Set once the kernel's INIT request has been handled (mount.py tunes the mount then).
+        self.initialized = trio.Event()
+
+    def init(self) -> None:
+        # pyfuse3 calls this synchronously from libfuse's INIT handler, which sends the INIT
+        # reply right after it returns: whoever waits on the event runs after the reply.
+        self.initialized.set()
 
     def _attrs(self, inode: Inode) -> Any:
         a = pyfuse3.EntryAttributes()

@@ -47,7 +47,10 @@ EXIT_FAILED = 1  # a start-up check failed, or the filesystem crashed
 # A FUSE mount starts with the kernel's default 128 KiB readahead, so a sequential reader's
 # data arrives as 128 KiB read requests, each a round trip through pyfuse3 (measured: ~48 % of
 # the daemon's time when reading at 300 MB/s). At 1 MiB, reads arrive in 1 MiB requests: Ceph
-# RGW reads went from 0.62 to 0.72 of one boto3 get_object on a loaded machine.
+# RGW reads went from 0.62 to 0.72 of one boto3 get_object on a loaded machine. It must be set
+# after the FUSE INIT handshake: the kernel then lowers readahead to the max_readahead libfuse
+# answers, which is at most the (default) value the kernel offered when it sent INIT, so a value
+# written before that is undone (measured: 128 KiB requests again).
 READ_AHEAD_KB = 1024
 
 
@@ -148,9 +151,16 @@ def _daemonize() -> None:
     os.close(devnull)
 
 
-async def _serve(fs: Filesystem, where: str) -> None:
+async def _serve(fs: Filesystem, ops: Operations, device: str | None, where: str) -> None:
     async with trio.open_nursery() as nursery:
         fs.start(nursery)
+
+        async def read_ahead_after_init() -> None:
+            await ops.initialized.wait()  # see READ_AHEAD_KB
+            if device is not None:
+                _set_read_ahead(device, READ_AHEAD_KB)
+
+        nursery.start_soon(read_ahead_after_init)
 
         async def on_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -217,10 +227,12 @@ def run(cfg: MountConfig) -> int:
             no_clobber=cfg.objects.no_clobber, metadata_ttl=cfg.metadata_ttl,
         ))
         try:
-            pyfuse3.init(Operations(fs), mountpoint, _fuse_options(cfg))
+            ops = Operations(fs)
+            pyfuse3.init(ops, mountpoint, _fuse_options(cfg))
             entry = _mount_entry(mountpoint)
+            device = None
             if entry is not None:
-                _set_read_ahead(entry[2], READ_AHEAD_KB)
+                device = entry[2]
                 fs.mount_id = int(entry[0])  # lets flush see who holds a file (openers.py)
             if non_empty:
                 log.warning("mountpoint %s is not empty: its contents are hidden while s3mpfs "
@@ -240,7 +252,7 @@ def run(cfg: MountConfig) -> int:
     log.info("s3mpfs %s mounted %s (pid %d)", __version__, where, os.getpid())
     log.info("new objects: %s", objectopts.describe(cfg.objects))
     try:
-        trio.run(_serve, fs, where)
+        trio.run(_serve, fs, ops, device, where)
     except BaseException:
         # Leave the mount dead rather than gone: programs writing into it get errors
         # (ENOTCONN) instead of silently writing to the directory underneath.
