@@ -175,3 +175,15 @@ def test_file_written_through_the_mount_reads_back_exactly(mount: Mount) -> None
         with open(path, "rb") as f:  # just closed: the same mount reads it back
             assert f.read() == data
         assert os.stat(path).st_size == len(data)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting a mount's readahead in sysfs needs root")
+def test_the_mount_reads_ahead_1_mib(mount: Mount) -> None:
+    """Sequential reads arrive as 1 MiB requests only if the mount's readahead is 1 MiB; the
+    kernel resets a value written before the FUSE INIT handshake (mount.py READ_AHEAD_KB)."""
+    escaped = str(mount.mountpoint).replace(" ", "\\040")
+    with open("/proc/self/mountinfo") as f:
+        (device,) = [line.split()[2] for line in f if line.split()[4] == escaped]
+    ra = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
+    wait_for(lambda: ra.read_text().strip() == "1024", 10,
+             f"read_ahead_kb of {mount.mountpoint} to be 1024")
