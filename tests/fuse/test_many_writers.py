@@ -96,10 +96,10 @@ def test_eight_writers_and_readers(fuse: None, own_moto: tuple[str, str],
     # (concurrency + 1) part buffers stay on the free list for reuse; each reader's window
     # holds at most its whole (20 MiB) object here. 64 MiB more for pyfuse3's request
     # buffers (1 MiB per writer in flight), Python's heap and allocator slack.
-    writers = WRITERS * 2 * 8 * MiB
+    files = WRITERS * 2 * 8 * MiB
     free_list = (4 + 1) * 8 * MiB
-    readers = sum(len(d) for d in readable.values())
-    bound = base + writers + MEMORY_LIMIT + free_list + readers + 64 * MiB
+    windows = sum(len(d) for d in readable.values())
+    bound = base + files + MEMORY_LIMIT + free_list + windows + 64 * MiB
     print(f"daemon RSS: {base / MiB:.0f} MiB at start, peak {peak / MiB:.0f} MiB "
           f"(bound {bound / MiB:.0f} MiB) for {WRITERS} x {SIZE // MiB} MiB writers")
     assert peak <= bound

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # What a server may lack. Tests say what they need with @pytest.mark.needs("name") (skipped,
 # with this text as the reason, on a server that lacks it) or ask `server.has("name")`.
@@ -386,7 +386,8 @@ def make_s3(endpoint: str, server: S3Server | None = None) -> Any:
     creds = server.credentials if server else MOTO_CREDENTIALS
     lacks = server.lacks if server else LACKS["moto"]
     # Ceph 16 rejects bodies with trailing checksums (boto3's default since 1.36).
-    checksums = "when_required" if "trailing_checksums" in lacks else "when_supported"
+    checksums: Literal["when_required", "when_supported"] = (
+        "when_required" if "trailing_checksums" in lacks else "when_supported")
     return boto3.client(
         "s3", endpoint_url=endpoint, region_name=creds["AWS_DEFAULT_REGION"],
         aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from s3mpfs.config import MiB, UploadConfig
 from s3mpfs.errors import FsError, StoreError, errno_for
 from s3mpfs.fs import Filesystem, FsOptions, SetAttr
+from s3mpfs.handles import FileHandleT
 from s3mpfs.inodes import ROOT_INODE, Inode
 from s3mpfs.orphans import MARKER_PREFIX, marker_key
 from s3mpfs.store.memory import MemoryStore
@@ -90,7 +91,7 @@ class Driver:
     def __init__(self, fs: Filesystem, mem: MemoryStore) -> None:
         self.fs = fs
         self.mem = mem
-        self.fhs: list[int] = []  # parallel to Model.handles
+        self.fhs: list[FileHandleT] = []  # parallel to Model.handles
         self.read_fhs: list[int] = []  # parallel to Model.readers
         self.last_read = b""
 
@@ -199,7 +200,7 @@ class Driver:
             self.read_fhs.append(await fs.open(inode.ino, os.O_RDONLY))
         elif isinstance(op, ReadAt):
             self.last_read = b""
-            self.last_read = await fs.read(self.read_fhs[op.index], op.offset, op.length)
+            self.last_read = bytes(await fs.read(self.read_fhs[op.index], op.offset, op.length))
         elif isinstance(op, ReadCloseAt):
             await fs.release(self.read_fhs.pop(op.index))
         elif isinstance(op, PutBytes):
@@ -314,7 +315,7 @@ async def check_reads(driver: Driver, model: Model) -> None:
         inode = await driver.walk(path)
         fh = await fs.open(inode.ino, os.O_RDONLY)
         try:
-            got = await fs.read(fh, 0, len(want) + 4096)
+            got = bytes(await fs.read(fh, 0, len(want) + 4096))
         finally:
             await fs.release(fh)
         if got != want:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from s3mpfs.cli import parse_args
@@ -94,7 +96,7 @@ def test_upload_config_refuses_parts_below_5_mib() -> None:
     {"concurrency": 0},
     {"part_size": 16 * MiB, "memory_limit": 8 * MiB},
 ])
-def test_upload_config_rejects(kw: dict[str, int]) -> None:
+def test_upload_config_rejects(kw: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         UploadConfig(**kw)
 

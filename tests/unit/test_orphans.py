@@ -375,7 +375,11 @@ def test_cli_main_dispatches_to_the_command(monkeypatch: pytest.MonkeyPatch) -> 
     from s3mpfs import cli
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(orphans, "main", lambda argv: seen.append(list(argv)) or 7)
+    def fake_main(argv: list[str]) -> int:
+        seen.append(list(argv))
+        return 7
+
+    monkeypatch.setattr(orphans, "main", fake_main)
     assert cli.main(["uploads", "no-such-dir-here-bucket", "--all"]) == 7
     assert cli.main(["--uploads", "b1b", "--abort"]) == 7
     assert seen == [["no-such-dir-here-bucket", "--all"], ["b1b", "--abort"]]

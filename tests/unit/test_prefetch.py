@@ -272,7 +272,7 @@ async def test_out_of_order_concurrent_reads_are_each_correct() -> None:
         gate = store.gate("get_range")
 
         async def read(off: int) -> None:
-            results[off] = await reader.read(off, 128 * KiB)
+            results[off] = bytes(await reader.read(off, 128 * KiB))
 
         # Beyond the first GET, the later request first, both held at the gate together.
         base = 2 * MiB
