@@ -20,8 +20,15 @@ frontier. A fresh handle starts at INITIAL_WINDOW (one GET answers `head`/`file`
 kernel's first readahead); after a seek the second sequential read starts it at INITIAL_WINDOW.
 Whenever the reader has used half of what is scheduled ahead, the window doubles (up to
 MAX_WINDOW) and is topped up, so GETs grow 1.1 -> 1.75 -> 3.4 -> 6.75 -> 8 MiB; at full size it
-tops up whenever another whole 8 MiB request (REQUEST_SIZE) fits, so several run at once: 64 MiB
-ahead is up to eight in flight.
+tops up once half the window is free, with chunks of 8 MiB (REQUEST_SIZE) that share one GET.
+
+Runs. Chunks scheduled together (a top-up of several) are fetched by one GET whose body is
+handed over chunk by chunk as it arrives (ObjectStore.get_pieces): a 64 MiB window costs two
+32 MiB GETs in flight instead of eight 8 MiB ones, saving botocore's per-request CPU and thread
+contention (1 GiB from Ceph RGW: 0.39-0.44 instead of 0.58-0.65 CPU-s in BotoStore). A chunk
+nobody wants any more stops its run once no later chunk of it is wanted either; chunks a run
+did not deliver (stopped, or its connection broke part way) get a GET of their own, which has
+the store's retries.
 
 Memory, per handle and global. Every chunk reserves its bytes from the moment its GET is
 scheduled until it is dropped and its task has ended (a cancelled GET still running in a
@@ -68,7 +75,7 @@ from dataclasses import dataclass, field
 import trio
 
 from s3mpfs.config import MiB
-from s3mpfs.errors import FsError, PreconditionFailed, StoreError
+from s3mpfs.errors import FsError, NotFound, PreconditionFailed, StoreError
 from s3mpfs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -142,10 +149,24 @@ class _Chunk:
     running: bool = True  # its GET task has not ended
     retired: bool = False  # no longer in the reader's list
     freed: bool = False  # its reservation is released
+    run: _Run | None = None  # fetched as part of a run (one GET for several chunks)
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+@dataclass(eq=False)
+class _Run:
+    """Consecutive chunks fetched by one GET, each delivered as its bytes arrive. Its scope is
+    cancelled once no chunk it has still to deliver is wanted."""
+
+    chunks: list[_Chunk]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    delivered: int = 0
+
+    def wanted(self) -> bool:
+        return any(not c.scope.cancel_called for c in self.chunks[self.delivered:])
 
 
 def _start_of(c: _Chunk) -> int:
@@ -335,7 +356,18 @@ class Reader:
         if not grew and self._window < cfg.max_window:
             return
         target = min(self.size, self._frontier + self._window)
+        if (self._window >= cfg.max_window and target < self.size
+                and target - self._next < self._window // 2):
+            return  # at full size, top up half a window at a time: one GET for several chunks
         least = min(cfg.request_size, self._window // 2)
+        batch: list[_Chunk] = []
+        try:
+            self._prefetch_into(batch, target, least)
+        finally:
+            self._start(batch)
+
+    def _prefetch_into(self, batch: list[_Chunk], target: int, least: int) -> None:
+        cfg = self.cfg
         while self._next < target:
             n = min(cfg.request_size, target - self._next, cfg.max_buffer - self.buffered)
             if n <= 0 or (n < least and self._next + n < self.size):
@@ -346,8 +378,20 @@ class Reader:
                     return
                 n = free
             self.budget.take(n)
-            self._schedule(self._next, self._next + n, "prefetch")
+            batch.append(self._schedule(self._next, self._next + n, "prefetch",
+                                        start_task=False))
             self._next += n
+
+    def _start(self, batch: list[_Chunk]) -> None:
+        """GET tasks for chunks scheduled together: one each, or one run for all."""
+        assert self._nursery is not None
+        if len(batch) == 1:
+            self._nursery.start_soon(self._fetch, batch[0])
+        elif batch:
+            run = _Run(batch)
+            for c in batch:
+                c.run = run
+            self._nursery.start_soon(self._fetch_run, run)
 
     # -- chunks ----------------------------------------------------------------------------
 
@@ -372,8 +416,9 @@ class Reader:
             gaps.append((pos, end))
         return gaps
 
-    def _schedule(self, start: int, end: int, why: str) -> None:
-        """A GET of [start, end) whose bytes the caller has already taken from the budget."""
+    def _schedule(self, start: int, end: int, why: str, *, start_task: bool = True) -> _Chunk:
+        """A GET of [start, end) whose bytes the caller has already taken from the budget
+        (its task started here unless start_task is False: see _start)."""
         c = _Chunk(start, end)
         bisect.insort(self._chunks, c, key=_start_of)
         self._live.add(c)
@@ -384,25 +429,63 @@ class Reader:
         self.ranges.append((start, end))
         log.debug("GET %s [%d, %d) %d bytes (%s; window %d)", self.key, start, end, c.size, why,
                   self._window)
-        if self._nursery is not None:
-            self._nursery.start_soon(self._fetch, c)
-        else:
+        if self._nursery is None:
             self._unstarted.append(c)
+        elif start_task:
+            self._nursery.start_soon(self._fetch, c)
+        return c
+
+    def _check_length(self, c: _Chunk, data: bytes) -> bytes:
+        if len(data) != c.size:
+            raise StoreError(f"GetObject {self.key} [{c.start}, {c.end}) returned "
+                             f"{len(data)} bytes", code="ShortRead")
+        return data
 
     async def _fetch(self, c: _Chunk) -> None:
         try:
             with c.scope:
                 data = await self.store.get_range(self.key, c.start, c.end, if_match=self.etag)
-                if len(data) != c.size:
-                    raise StoreError(f"GetObject {self.key} [{c.start}, {c.end}) returned "
-                                     f"{len(data)} bytes", code="ShortRead")
-                c.data = data
+                c.data = self._check_length(c, data)
         except Exception as exc:  # kept for the read that needs it; never crashes the nursery
             c.error = exc
         finally:
-            c.running = False
-            c.done.set()
-            self._settle(c)
+            self._finish(c)
+
+    async def _fetch_run(self, run: _Run) -> None:
+        """One GET for the run's chunks, each finished as its bytes arrive. Chunks it does not
+        deliver (cancelled, or the GET failed part way) get a GET of their own if still
+        wanted, which has the store's retries; a changed or deleted object fails them all."""
+        chunks = run.chunks
+
+        def deliver(i: int, data: bytes) -> bool:
+            c = chunks[i]
+            c.data = self._check_length(c, data)
+            run.delivered = i + 1
+            self._finish(c)
+            return run.wanted()
+
+        error: Exception | None = None
+        try:
+            with run.scope:
+                await self.store.get_pieces(self.key, chunks[0].start, [c.size for c in chunks],
+                                            deliver, if_match=self.etag)
+        except Exception as exc:
+            error = exc
+        finally:
+            for c in chunks[run.delivered:]:
+                c.run = None
+                if isinstance(error, PreconditionFailed | NotFound):
+                    c.error = error
+                    self._finish(c)
+                elif c.scope.cancel_called or self._nursery is None:
+                    self._finish(c)  # nobody wants it (or the handle is closing)
+                else:
+                    self._nursery.start_soon(self._fetch, c)
+
+    def _finish(self, c: _Chunk) -> None:
+        c.running = False
+        c.done.set()
+        self._settle(c)
 
     def _retire(self, c: _Chunk) -> None:
         """Take `c` out of the list; cancel its GET unless a read waits for it."""
@@ -412,6 +495,8 @@ class Reader:
         self._chunks.remove(c)
         if not c.waiters:
             c.scope.cancel()
+            if c.run is not None and not c.run.wanted():
+                c.run.scope.cancel()
         self._settle(c)
 
     def _evict(self, offset: int, end: int) -> bool:
@@ -454,6 +539,8 @@ class Reader:
         live = list(self._live)
         for c in live:
             c.scope.cancel()
+            if c.run is not None:
+                c.run.scope.cancel()
         for c in self._unstarted:  # never started: nothing to wait for
             c.running = False
             c.done.set()

@@ -13,11 +13,14 @@ per operation in `counts` (S3 bills per request, so tests and the debug log look
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from s3mpfs.checksums import Checksum
+
+# get_pieces' callback: (index, bytes) -> whether to go on reading.
+Deliver = Callable[[int, bytes], bool]
 
 Data = bytes | bytearray | memoryview
 
@@ -66,6 +69,16 @@ class ObjectStore(Protocol):
     async def get_range(
         self, key: str, start: int, end: int, *, if_match: str | None = None
     ) -> bytes: ...
+
+    async def get_pieces(
+        self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
+        if_match: str | None = None,
+    ) -> None:
+        """One GET of [start, start + sum(sizes)), its body handed over as it arrives:
+        deliver(i, piece) for each size in order (a piece may come short if the object does).
+        Stops early, closing the response, when deliver returns False. Errors as get_range;
+        a failure part way leaves the rest undelivered."""
+        ...
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
                   checksum: Checksum | None = None) -> str: ...

@@ -45,7 +45,7 @@ from s3mpfs.errors import (
     StoreError,
     Unreachable,
 )
-from s3mpfs.store.base import Data, ListPage, ObjectInfo, PartInfo, UploadInfo
+from s3mpfs.store.base import Data, Deliver, ListPage, ObjectInfo, PartInfo, UploadInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -329,6 +329,34 @@ class BotoStore:
                 body.close()
 
         return await self._sse_c_call("GetObject", key, self.options.sse_c(key), get)
+
+    async def get_pieces(
+        self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
+        if_match: str | None = None,
+    ) -> None:
+        # One request for several of the prefetcher's chunks: botocore costs ~1-2 ms of CPU
+        # per request, and fewer threads contend for the GIL (1 GiB on Ceph in 8 MiB pieces:
+        # 0.39-0.44 CPU-s as 64 MiB GETs, 0.58-0.65 as 8 MiB GETs).
+        end = start + sum(sizes)
+        if end <= start:
+            return
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
+                              "Range": f"bytes={start}-{end - 1}"}
+        if if_match:
+            kw["IfMatch"] = if_match
+        r = await self._sse_c_call("GetObject", key, self.options.sse_c(key),
+                                   lambda sse: self.client.get_object(**kw, **sse))
+        body = r["Body"]
+        try:
+            for i, size in enumerate(sizes):
+                def read(n: int = size) -> bytes:
+                    with _map_errors(f"GetObject {key}"):
+                        return bytes(body.read(n))
+
+                if not deliver(i, await trio.to_thread.run_sync(read, limiter=self.limiter)):
+                    return
+        finally:
+            body.close()  # a response not read to its end is not reused
 
     async def _ours(self, key: str, etag: str) -> str | None:
         """After a 412 (--no-clobber) or a NoSuchUpload: the stored ETag if key holds exactly

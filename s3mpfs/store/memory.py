@@ -37,7 +37,7 @@ from s3mpfs.errors import (
     PreconditionFailed,
     StoreError,
 )
-from s3mpfs.store.base import Data, ListPage, ObjectInfo, PartInfo, UploadInfo
+from s3mpfs.store.base import Data, Deliver, ListPage, ObjectInfo, PartInfo, UploadInfo
 
 
 @dataclass
@@ -214,6 +214,18 @@ class MemoryStore:
         if start >= len(data):
             raise StoreError(f"range starts past the end of {key}", code="InvalidRange")
         return data[start:end]
+
+    async def get_pieces(
+        self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
+        if_match: str | None = None,
+    ) -> None:
+        data = await self.get_range(key, start, start + sum(sizes), if_match=if_match)
+        pos = 0
+        for i, size in enumerate(sizes):
+            await trio.lowlevel.checkpoint()  # pieces arrive over time, as from a socket
+            if not deliver(i, data[pos:pos + size]):
+                return
+            pos += size
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
                   checksum: Checksum | None = None) -> str:

@@ -22,7 +22,15 @@ import trio
 
 from s3mpfs.checksums import Checksum
 from s3mpfs.errors import StoreError
-from s3mpfs.store.base import Data, ListPage, ObjectInfo, ObjectStore, PartInfo, UploadInfo
+from s3mpfs.store.base import (
+    Data,
+    Deliver,
+    ListPage,
+    ObjectInfo,
+    ObjectStore,
+    PartInfo,
+    UploadInfo,
+)
 
 
 @dataclass
@@ -103,6 +111,13 @@ class FaultyStore:
     ) -> bytes:
         await self._enter("get_range")
         return await self.inner.get_range(key, start, end, if_match=if_match)
+
+    async def get_pieces(
+        self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
+        if_match: str | None = None,
+    ) -> None:
+        await self._enter("get_range")  # a GET: the same faults as get_range
+        await self.inner.get_pieces(key, start, sizes, deliver, if_match=if_match)
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
                   checksum: Checksum | None = None) -> str:

@@ -5,6 +5,7 @@ filesystem depends on it. Every test runs against both; a difference is a bug in
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from typing import Any
 
@@ -123,6 +124,29 @@ async def test_get_range_if_match(store: ObjectStore) -> None:
     await store.put("k", b"ABCDEF", metadata={})
     with pytest.raises(PreconditionFailed):
         await store.get_range("k", 0, 2, if_match=etag)
+
+
+async def test_get_pieces_one_get_delivered_in_order(store: ObjectStore) -> None:
+    data = os.urandom(300_000)
+    etag = await store.put("k", data, metadata={})
+    got: list[tuple[int, bytes]] = []
+
+    def keep(i: int, piece: bytes) -> bool:
+        got.append((i, piece))
+        return True
+
+    before = store.counts["GetObject"]
+    await store.get_pieces("k", 1000, [100_000, 100_000, 50_000], keep, if_match=etag)
+    assert store.counts["GetObject"] - before == 1
+    assert got == [(0, data[1000:101_000]), (1, data[101_000:201_000]),
+                   (2, data[201_000:251_000])]
+    got.clear()
+    await store.get_pieces("k", 0, [10, 10, 10], lambda i, p: keep(i, p) and i < 1)
+    assert got == [(0, data[:10]), (1, data[10:20])]  # stopped after deliver said no
+    with pytest.raises(PreconditionFailed):
+        await store.get_pieces("k", 0, [10], keep, if_match=_md5(b"something else"))
+    with pytest.raises(NotFound):
+        await store.get_pieces("missing", 0, [10], keep)
 
 
 async def test_missing_key(store: ObjectStore) -> None:
