@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import resource
 import secrets
 import shutil
@@ -58,6 +57,7 @@ from bench.common import (
     MotoServer,
     Mount,
     RssSampler,
+    count_logged_requests,
     cpu_seconds,
     loadavg,
     machine_facts,
@@ -247,7 +247,6 @@ def _make_keys(args: argparse.Namespace, ctx: types.SimpleNamespace) -> float:
     return time.perf_counter() - t0
 
 
-_REQ_RE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/1\.[01]"')
 
 
 def _classify(method: str, target: str) -> str:
@@ -279,14 +278,7 @@ class RequestLog:
     def since_mark(self) -> Counter[str] | None:
         if self.path is None:
             return None
-        counts: Counter[str] = Counter()
-        with contextlib.suppress(OSError), open(self.path, "rb") as f:
-            f.seek(self.offset)
-            for line in f.read().decode(errors="replace").splitlines():
-                m = _REQ_RE.search(line)
-                if m:
-                    counts[_classify(m.group(1), m.group(2))] += 1
-        return counts
+        return count_logged_requests(self.path, self.offset, _classify)
 
 
 def _fmt_counts(c: Counter[str] | None) -> str:

@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,17 +292,40 @@ class Mount:
     def stop(self, timeout: float = 60) -> None:
         """fusermount3 -u, then wait for the daemon to exit; SIGTERM/SIGKILL only if it hangs,
         and a lazy unmount only if the mount is still there after that."""
-        if os.path.ismount(self.mountpoint):
-            subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                stop_pid(self.proc)
-        if os.path.ismount(self.mountpoint):
-            subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        unmount(self.mountpoint, self.proc, timeout)
+
+
+def unmount(mountpoint: Path, proc: subprocess.Popen[Any] | None, timeout: float = 60) -> None:
+    """fusermount3 -u, then wait for the daemon (`proc`) to exit; SIGTERM/SIGKILL only if it
+    hangs, and a lazy unmount only if the mount is still there after that."""
+    if os.path.ismount(mountpoint):
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if proc is not None:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_pid(proc)
+    if os.path.ismount(mountpoint):
+        subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# One request per line in an S3 server's access log (Ceph RGW with RGW_DEBUG=1, moto).
+ACCESS_LOG_RE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/1\.[01]"')
+
+
+def count_logged_requests(path: Path, offset: int,
+                          classify: Callable[[str, str], str]) -> Counter[str]:
+    """Requests in the access log at `path` after byte `offset`, by classify(method, target)."""
+    counts: Counter[str] = Counter()
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        f.seek(offset)
+        for line in f.read().decode(errors="replace").splitlines():
+            m = ACCESS_LOG_RE.search(line)
+            if m:
+                counts[classify(m.group(1), m.group(2))] += 1
+    return counts
 
 
 def machine_facts() -> str:

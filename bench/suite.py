@@ -79,6 +79,7 @@ from bench.common import (
     MiB,
     MotoServer,
     Mount,
+    count_logged_requests,
     cpu_seconds,
     loadavg,
     machine_busy_seconds,
@@ -89,6 +90,7 @@ from bench.common import (
     status_kib,
     stop_pid,
     tmpfs_dir,
+    unmount,
     wait_for,
     wait_until_quiet,
 )
@@ -257,8 +259,6 @@ class CephServer:
 
 # -- S3 request counting ------------------------------------------------------------------------
 
-_REQ_RE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/1\.[01]"')
-
 try:  # the counting proxy's classifier (stdlib only)
     from tests.helpers.s3proxy import classify as _classify_op
 except Exception:  # pragma: no cover - tests/ not importable: a coarse fallback
@@ -302,13 +302,7 @@ class RequestCounter:
         if self.path is None:
             return None
         time.sleep(self.FLUSH_S)
-        counts: Counter[str] = Counter()
-        with contextlib.suppress(OSError), open(self.path, "rb") as f:
-            f.seek(self.offset)
-            for line in f.read().decode(errors="replace").splitlines():
-                m = _REQ_RE.search(line)
-                if m:
-                    counts[classify(m.group(1), m.group(2))] += 1
+        counts = count_logged_requests(self.path, self.offset, classify)
         with self._lock:
             own = self.own - self._own0
         for op, n in own.items():
@@ -419,17 +413,7 @@ class DaemonMount:
         wait_for(mounted, timeout, f"{self.cmd[0]} to mount {self.mountpoint}")
 
     def stop(self, timeout: float = 60) -> None:
-        if os.path.ismount(self.mountpoint):
-            subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                stop_pid(self.proc)
-        if os.path.ismount(self.mountpoint):
-            subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        unmount(self.mountpoint, self.proc, timeout)
 
 
 @dataclass
