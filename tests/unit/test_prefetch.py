@@ -556,16 +556,22 @@ async def test_a_run_broken_part_way_falls_back_to_a_get_per_chunk() -> None:
     assert reader.buffered == 0
 
 
+async def _read_until_a_run(reader: Reader, store: RecordingStore, obj: bytes) -> int:
+    """Read on sequentially until a GET for several chunks went out; the next offset."""
+    off = 0
+    while not any(e - s > RUNS.request_size for s, e in store.ranges):
+        assert await reader.read(off, 128 * KiB) == obj[off:off + 128 * KiB]
+        off += 128 * KiB
+    return off
+
+
 async def test_a_run_for_a_replaced_object_fails_every_read_with_estale() -> None:
     obj = blob()[:6 * MiB]
     store = RecordingStore()
     etag = await _put(store, obj)
     async with trio.open_nursery() as n:
         reader = _reader(store, etag, len(obj), n, config=RUNS)
-        off = 0
-        while not any(e - s > RUNS.request_size for s, e in store.ranges):  # until a run is out
-            assert await reader.read(off, 128 * KiB) == obj[off:off + 128 * KiB]
-            off += 128 * KiB
+        off = await _read_until_a_run(reader, store, obj)
         await _put(store, b"replaced")  # the run's GET may already have its bytes: read on
         codes = set()
         while off < len(obj):
@@ -587,10 +593,7 @@ async def test_a_seek_away_from_a_run_stops_it() -> None:
     etag = await _put(store, obj)
     async with trio.open_nursery() as n:
         reader = _reader(store, etag, len(obj), n, config=RUNS)
-        off = 0
-        while not any(e - s > RUNS.request_size for s, e in store.ranges):
-            assert await reader.read(off, 128 * KiB) == obj[off:off + 128 * KiB]
-            off += 128 * KiB
+        await _read_until_a_run(reader, store, obj)
         far = 12 * MiB
         assert await reader.read(far, 4096) == obj[far:far + 4096]  # a seek: the run is dropped
         await reader.close()
