@@ -28,7 +28,8 @@ handed over chunk by chunk as it arrives (ObjectStore.get_pieces): a 64 MiB wind
 contention (1 GiB from Ceph RGW: 0.39-0.44 instead of 0.58-0.65 CPU-s in BotoStore). A chunk
 nobody wants any more stops its run once no later chunk of it is wanted either; chunks a run
 did not deliver (stopped, or its connection broke part way) get a GET of their own, which has
-the store's retries.
+the store's retries. Every GET the reader starts is a run, of one chunk or several, and reads
+into buffers of the budget's pool (readbuffers.py) instead of a new bytes object per chunk.
 
 Memory, per handle and global. Every chunk reserves its bytes from the moment its GET is
 scheduled until it is dropped and its task has ended (a cancelled GET still running in a
@@ -76,6 +77,7 @@ import trio
 
 from s3mpfs.config import MiB
 from s3mpfs.errors import FsError, NotFound, PreconditionFailed, StoreError
+from s3mpfs.readbuffers import BufferPool
 from s3mpfs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -114,12 +116,22 @@ class ReadConfig:
 
 
 class ReadBudget:
-    """Bytes held by read chunks across every open handle (see the module docstring)."""
+    """Bytes held by read chunks across every open handle (see the module docstring), and
+    the buffers they are read into (readbuffers.py), dropped whenever no chunk is held."""
 
     def __init__(self, limit: int = DEFAULT_READ_MEMORY) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0
+        self._pools: dict[int, BufferPool] = {}
+
+    def pool(self, size: int) -> BufferPool:
+        """The buffers for pieces of up to `size` bytes (one pool per request size)."""
+        pool = self._pools.get(size)
+        if pool is None:
+            # The budget's worth, and a few more held by FUSE replies still on their way.
+            pool = self._pools[size] = BufferPool(size, self.limit // size + 2)
+        return pool
 
     def available(self) -> int:
         """What speculative bytes (prefetch) may still take; they never take more, and
@@ -135,6 +147,9 @@ class ReadBudget:
     def give(self, n: int) -> None:
         self.used -= n
         assert self.used >= 0, "read budget released more than was taken"
+        if not self.used:  # nothing held: an idle mount keeps no buffers
+            for pool in self._pools.values():
+                pool.trim()
 
 
 @dataclass(eq=False)
@@ -143,7 +158,7 @@ class _Chunk:
     end: int
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | None = None
+    data: bytes | memoryview | None = None  # a view: into a buffer of the budget's pool
     error: Exception | None = None
     waiters: int = 0  # reads waiting for or copying from this chunk
     running: bool = True  # its GET task has not ended
@@ -383,11 +398,9 @@ class Reader:
             self._next += n
 
     def _start(self, batch: list[_Chunk]) -> None:
-        """GET tasks for chunks scheduled together: one each, or one run for all."""
+        """One GET task for chunks scheduled together: a run (of one chunk, or several)."""
         assert self._nursery is not None
-        if len(batch) == 1:
-            self._nursery.start_soon(self._fetch, batch[0])
-        elif batch:
+        if batch:
             run = _Run(batch)
             for c in batch:
                 c.run = run
@@ -432,10 +445,10 @@ class Reader:
         if self._nursery is None:
             self._unstarted.append(c)
         elif start_task:
-            self._nursery.start_soon(self._fetch, c)
+            self._start([c])
         return c
 
-    def _check_length(self, c: _Chunk, data: bytes) -> bytes:
+    def _check_length(self, c: _Chunk, data: bytes | memoryview) -> bytes | memoryview:
         if len(data) != c.size:
             raise StoreError(f"GetObject {self.key} [{c.start}, {c.end}) returned "
                              f"{len(data)} bytes", code="ShortRead")
@@ -457,7 +470,7 @@ class Reader:
         wanted, which has the store's retries; a changed or deleted object fails them all."""
         chunks = run.chunks
 
-        def deliver(i: int, data: bytes) -> bool:
+        def deliver(i: int, data: bytes | memoryview) -> bool:
             c = chunks[i]
             c.data = self._check_length(c, data)
             run.delivered = i + 1
@@ -468,7 +481,8 @@ class Reader:
         try:
             with run.scope:
                 await self.store.get_pieces(self.key, chunks[0].start, [c.size for c in chunks],
-                                            deliver, if_match=self.etag)
+                                            deliver, if_match=self.etag,
+                                            buffers=self.budget.pool(self.cfg.request_size).take)
         except Exception as exc:
             error = exc
         finally:

@@ -19,10 +19,22 @@ from typing import Protocol
 
 from s3mpfs.checksums import Checksum
 
-# get_pieces' callback: (index, bytes) -> whether to go on reading.
-Deliver = Callable[[int, bytes], bool]
+# get_pieces' callbacks: where a piece goes (size -> a writable view of that many bytes), and
+# what to do with it: (index, bytes) -> whether to go on reading.
+Buffers = Callable[[int], memoryview]
+Deliver = Callable[[int, bytes | memoryview], bool]
 
 Data = bytes | bytearray | memoryview
+
+
+def fill(buffers: Buffers | None, piece: bytes, size: int) -> bytes | memoryview:
+    """A piece as get_pieces delivers it: copied into buffers(size) if given, else the bytes
+    (for stores that cannot read straight into the buffer)."""
+    if buffers is None:
+        return piece
+    view = buffers(size)
+    view[:len(piece)] = piece
+    return view[:len(piece)]
 
 
 @dataclass(frozen=True)
@@ -72,12 +84,13 @@ class ObjectStore(Protocol):
 
     async def get_pieces(
         self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
-        if_match: str | None = None,
+        if_match: str | None = None, buffers: Buffers | None = None,
     ) -> None:
         """One GET of [start, start + sum(sizes)), its body handed over as it arrives:
         deliver(i, piece) for each size in order (a piece may come short if the object does).
-        Stops early, closing the response, when deliver returns False. Errors as get_range;
-        a failure part way leaves the rest undelivered."""
+        With `buffers`, each piece is read into buffers(size) and delivered as (a slice of)
+        that view; without, as bytes. Stops early, closing the response, when deliver returns
+        False. Errors as get_range; a failure part way leaves the rest undelivered."""
         ...
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],

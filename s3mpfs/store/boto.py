@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
+import http.client
 import logging
 import random
 import time
@@ -45,7 +47,16 @@ from s3mpfs.errors import (
     StoreError,
     Unreachable,
 )
-from s3mpfs.store.base import Data, Deliver, ListPage, ObjectInfo, PartInfo, UploadInfo
+from s3mpfs.store.base import (
+    Buffers,
+    Data,
+    Deliver,
+    ListPage,
+    ObjectInfo,
+    PartInfo,
+    UploadInfo,
+    fill,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -231,6 +242,45 @@ def _cause(exc: StoreError) -> str:
     return f"{exc.code}: {requestlog.strip_query(str(exc))}"
 
 
+def _raw_response(body: Any) -> Any | None:
+    """The http.client response under botocore's StreamingBody (urllib3's HTTPResponse._fp):
+    its readinto() reads the socket straight into our buffer, where StreamingBody.read() makes
+    a new bytes object per piece and urllib3's readinto() reads into one and copies. botocore
+    asks urllib3 for the raw, undecoded body (decode_content=False), so both give the same
+    bytes. None if this botocore/urllib3 is not built that way: then body.read() is used
+    (tests/store/test_boto.py checks the fast path is taken with the pinned versions)."""
+    fp = getattr(getattr(body, "_raw_stream", None), "_fp", None)
+    return fp if callable(getattr(fp, "readinto", None)) else None
+
+
+def _read_into(raw: Any, view: memoryview, what: str) -> memoryview:
+    """Fill view from the response (fewer bytes only at the end of the body)."""
+    got = 0
+    with _map_errors(what), _map_read_errors(what):
+        while got < len(view):
+            n = raw.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    return view[:got]
+
+
+def _read_bytes(body: Any, n: int, what: str, buffers: Buffers | None) -> bytes | memoryview:
+    with _map_errors(what):
+        return fill(buffers, bytes(body.read(n)), n)
+
+
+@contextlib.contextmanager
+def _map_read_errors(what: str) -> Iterator[None]:
+    """A body read below botocore fails with the socket's or http.client's own errors (a reset,
+    a timeout, a body cut short); body.read() would have raised botocore's versions of them."""
+    try:
+        yield
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(f"{what}: reading the body failed: {exc!r}",
+                          code=type(exc).__name__) from exc
+
+
 class BotoStore:
     def __init__(self, cfg: S3Config, *, threads: int = 32, attempts: int = ATTEMPTS,
                  options: ObjectOptions | None = None) -> None:
@@ -332,7 +382,7 @@ class BotoStore:
 
     async def get_pieces(
         self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
-        if_match: str | None = None,
+        if_match: str | None = None, buffers: Buffers | None = None,
     ) -> None:
         # One request for several of the prefetcher's chunks: botocore costs ~1-2 ms of CPU
         # per request, and fewer threads contend for the GIL (1 GiB on Ceph in 8 MiB pieces:
@@ -347,13 +397,16 @@ class BotoStore:
         r = await self._sse_c_call("GetObject", key, self.options.sse_c(key),
                                    lambda sse: self.client.get_object(**kw, **sse))
         body = r["Body"]
+        raw = _raw_response(body) if buffers is not None else None
+        what = f"GetObject {key}"
         try:
             for i, size in enumerate(sizes):
-                def read(n: int = size) -> bytes:
-                    with _map_errors(f"GetObject {key}"):
-                        return bytes(body.read(n))
-
-                if not deliver(i, await trio.to_thread.run_sync(read, limiter=self.limiter)):
+                piece: Callable[[], bytes | memoryview]
+                if raw is not None and buffers is not None:
+                    piece = functools.partial(_read_into, raw, buffers(size), what)
+                else:
+                    piece = functools.partial(_read_bytes, body, size, what, buffers)
+                if not deliver(i, await trio.to_thread.run_sync(piece, limiter=self.limiter)):
                     return
         finally:
             body.close()  # a response not read to its end is not reused

@@ -37,7 +37,16 @@ from s3mpfs.errors import (
     PreconditionFailed,
     StoreError,
 )
-from s3mpfs.store.base import Data, Deliver, ListPage, ObjectInfo, PartInfo, UploadInfo
+from s3mpfs.store.base import (
+    Buffers,
+    Data,
+    Deliver,
+    ListPage,
+    ObjectInfo,
+    PartInfo,
+    UploadInfo,
+    fill,
+)
 
 
 @dataclass
@@ -217,13 +226,13 @@ class MemoryStore:
 
     async def get_pieces(
         self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
-        if_match: str | None = None,
+        if_match: str | None = None, buffers: Buffers | None = None,
     ) -> None:
         data = await self.get_range(key, start, start + sum(sizes), if_match=if_match)
         pos = 0
         for i, size in enumerate(sizes):
             await trio.lowlevel.checkpoint()  # pieces arrive over time, as from a socket
-            if not deliver(i, data[pos:pos + size]):
+            if not deliver(i, fill(buffers, data[pos:pos + size], size)):
                 return
             pos += size
 
@@ -375,3 +384,4 @@ class MemoryStore:
              if u.key.startswith(prefix)),
             key=lambda u: (u.key, u.initiated),
         )
+

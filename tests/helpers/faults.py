@@ -23,6 +23,7 @@ import trio
 from s3mpfs.checksums import Checksum
 from s3mpfs.errors import StoreError
 from s3mpfs.store.base import (
+    Buffers,
     Data,
     Deliver,
     ListPage,
@@ -114,10 +115,11 @@ class FaultyStore:
 
     async def get_pieces(
         self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
-        if_match: str | None = None,
+        if_match: str | None = None, buffers: Buffers | None = None,
     ) -> None:
         await self._enter("get_range")  # a GET: the same faults as get_range
-        await self.inner.get_pieces(key, start, sizes, deliver, if_match=if_match)
+        await self.inner.get_pieces(key, start, sizes, deliver, if_match=if_match,
+                                    buffers=buffers)
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
                   checksum: Checksum | None = None) -> str:

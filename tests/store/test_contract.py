@@ -13,6 +13,7 @@ import pytest
 
 from s3mpfs.config import MIN_PART_SIZE, S3Config
 from s3mpfs.errors import NotFound, PreconditionFailed, StoreError
+from s3mpfs.store import boto as boto_module
 from s3mpfs.store.base import ObjectStore
 from s3mpfs.store.boto import BotoStore
 from s3mpfs.store.memory import MemoryStore
@@ -131,8 +132,8 @@ async def test_get_pieces_one_get_delivered_in_order(store: ObjectStore) -> None
     etag = await store.put("k", data, metadata={})
     got: list[tuple[int, bytes]] = []
 
-    def keep(i: int, piece: bytes) -> bool:
-        got.append((i, piece))
+    def keep(i: int, piece: bytes | memoryview) -> bool:
+        got.append((i, bytes(piece)))
         return True
 
     before = store.counts["GetObject"]
@@ -147,6 +148,30 @@ async def test_get_pieces_one_get_delivered_in_order(store: ObjectStore) -> None
         await store.get_pieces("k", 0, [10], keep, if_match=_md5(b"something else"))
     with pytest.raises(NotFound):
         await store.get_pieces("missing", 0, [10], keep)
+
+
+async def test_get_pieces_reads_into_the_buffers_given(store: ObjectStore) -> None:
+    data = os.urandom(300_000)
+    await store.put("k", data, metadata={})
+    given: list[bytearray] = []
+
+    def buffers(n: int) -> memoryview:
+        buf = bytearray(b"?" * (n + 10))  # larger than asked, as the pool's buffers are
+        given.append(buf)
+        return memoryview(buf)[:n]
+
+    got: list[memoryview] = []
+
+    def keep(i: int, piece: bytes | memoryview) -> bool:
+        assert isinstance(piece, memoryview)
+        got.append(piece)
+        return True
+
+    # The object ends 10,000 bytes into the second piece: that one comes short.
+    await store.get_pieces("k", 250_000, [40_000, 40_000], keep, buffers=buffers)
+    assert [bytes(p) for p in got] == [data[250_000:290_000], data[290_000:]]
+    assert all(p.obj is buf for p, buf in zip(got, given, strict=True))  # the ones handed out
+    assert given[1][10_000:] == b"?" * 30_010  # nothing written past the body
 
 
 async def test_missing_key(store: ObjectStore) -> None:
@@ -480,3 +505,32 @@ async def test_boto_sends_copy_source_if_match(moto_server: Any, bucket: str) ->
     header = {k: v.decode() if isinstance(v, bytes) else v for k, v in sent.items()}
     assert header["CopyObject"] == header["CopyObject legacy"] == etag
     assert header["UploadPartCopy"] == header["UploadPartCopy legacy"] == etag
+
+
+async def test_boto_reads_pieces_straight_into_the_buffers(
+    moto_server: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path (http.client's readinto under botocore, no bytes object per piece) is
+    taken with the botocore/urllib3 installed; body.read() plus a copy is only the fallback
+    for versions built otherwise."""
+    store = BotoStore(S3Config(bucket, endpoint_url=moto_server.url), threads=2)
+    data = os.urandom(100_000)
+    await store.put("k", data, metadata={})
+    fallback = Counter[str]()
+
+    def no_fallback(*args: Any) -> Any:
+        fallback["calls"] += 1
+        return read_bytes(*args)
+
+    read_bytes = boto_module._read_bytes
+    monkeypatch.setattr(boto_module, "_read_bytes", no_fallback)
+    got: list[bytes] = []
+
+    def keep(i: int, piece: bytes | memoryview) -> bool:
+        got.append(bytes(piece))
+        return True
+
+    await store.get_pieces("k", 0, [60_000, 40_000], keep,
+                           buffers=lambda n: memoryview(bytearray(n)))
+    assert b"".join(got) == data
+    assert fallback["calls"] == 0

@@ -28,7 +28,7 @@ from s3mpfs.prefetch import (
     ReadConfig,
     Reader,
 )
-from s3mpfs.store.base import Deliver
+from s3mpfs.store.base import Buffers, Deliver, fill
 from s3mpfs.store.memory import MemoryStore
 from tests.helpers.faults import FaultyStore
 
@@ -74,7 +74,7 @@ class RecordingStore(MemoryStore):
             self.in_flight -= 1
 
     async def get_pieces(self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
-                         if_match: str | None = None) -> None:
+                         if_match: str | None = None, buffers: Buffers | None = None) -> None:
         """One GET (one entry in `ranges`) whose pieces arrive one after another."""
         end = start + sum(sizes)
         self.ranges.append((start, end))
@@ -88,7 +88,7 @@ class RecordingStore(MemoryStore):
             for i, size in enumerate(sizes):
                 if self.latency:
                     await trio.sleep(size / self.bandwidth)
-                if not deliver(i, data[pos:pos + size]):
+                if not deliver(i, fill(buffers, data[pos:pos + size], size)):
                     return
                 pos += size
         finally:
@@ -441,20 +441,28 @@ async def test_close_cancels_gets_in_flight_and_frees_everything() -> None:
     # The nursery exited: no task of the handle outlived close().
 
 
-async def test_a_failed_prefetch_fails_only_reads_that_need_it_and_is_retried() -> None:
+async def test_a_failed_prefetch_gets_a_get_of_its_own_and_fails_only_reads_needing_it() -> None:
     obj = blob()[:16 * MiB]
     inner = MemoryStore()
     etag = await _put(inner, obj)
     store = FaultyStore(inner)
-    store.fail("get_range", StoreError("boom", code="InternalError"), nth=2)
+    store.fail("get_range", StoreError("boom", code="InternalError"), nth=2)  # any GET
     async with trio.open_nursery() as n:
         reader = _reader(store, etag, len(obj), n)
         for off in range(0, INITIAL_WINDOW - 128 * KiB, 128 * KiB):  # served by GET 1
             assert await reader.read(off, 128 * KiB) == obj[off:off + 128 * KiB]
-        failed_at = INITIAL_WINDOW + 64 * KiB  # inside GET 2 (the first prefetch)
+        inside = INITIAL_WINDOW + 64 * KiB  # inside GET 2 (the first prefetch), which failed
+        assert await reader.read(inside, 128 * KiB) == obj[inside:inside + 128 * KiB]
+        await trio.testing.wait_all_tasks_blocked()
+        assert store.started["get_range"] == len(reader.ranges) + 1  # GET 2's, once more
+        # GETs that keep failing fail the read that needs them; a later read tries again.
+        store.fail("get_range", StoreError("boom", code="InternalError"),
+                   nth=store.started["get_range"] + 1, and_after=True)
+        far = 12 * MiB  # a seek: a GET of its own
         with pytest.raises(StoreError):
-            await reader.read(failed_at, 128 * KiB)
-        assert await reader.read(failed_at, 128 * KiB) == obj[failed_at:failed_at + 128 * KiB]
+            await reader.read(far, 128 * KiB)
+        store.heal("get_range")
+        assert await reader.read(far, 128 * KiB) == obj[far:far + 128 * KiB]
         await reader.close()
 
 
@@ -528,15 +536,15 @@ class BreakingStore(RecordingStore):
         self.broken = 0
 
     async def get_pieces(self, key: str, start: int, sizes: Sequence[int], deliver: Deliver, *,
-                         if_match: str | None = None) -> None:
+                         if_match: str | None = None, buffers: Buffers | None = None) -> None:
         calls = 0
 
-        def one(i: int, data: bytes) -> bool:
+        def one(i: int, data: bytes | memoryview) -> bool:
             nonlocal calls
             calls += 1
             return deliver(i, data) and False  # stop after the first piece ...
 
-        await super().get_pieces(key, start, sizes, one, if_match=if_match)
+        await super().get_pieces(key, start, sizes, one, if_match=if_match, buffers=buffers)
         if calls and len(sizes) > 1:
             self.broken += 1
             raise StoreError("connection reset mid-body", code="ConnectionResetError")
@@ -599,3 +607,34 @@ async def test_a_seek_away_from_a_run_stops_it() -> None:
         await reader.close()
     assert reader.fetched < 8 * MiB  # the rest of the object was not downloaded
     assert reader.buffered == 0
+
+
+async def test_views_returned_by_reads_stay_intact_while_buffers_are_reused() -> None:
+    """A read returns a view into a pooled buffer, and pyfuse3 replies from it after read()
+    has returned: a view still held must never be overwritten by a later GET, while the pool
+    does not grow with the object."""
+    obj = blob()[:48 * MiB]
+    store = RecordingStore()
+    etag = await _put(store, obj)
+    budget = ReadBudget()
+    held: list[tuple[int, bytes | memoryview]] = []
+    async with trio.open_nursery() as n:
+        reader = _reader(store, etag, len(obj), n, budget=budget, config=SMALL)
+        for off in range(0, len(obj), 128 * KiB):
+            got = await reader.read(off, 128 * KiB)
+            if off % (4 * MiB) == 0:
+                held.append((off, got))
+            else:
+                assert got == obj[off:off + 128 * KiB]
+        views = [got for _, got in held if isinstance(got, memoryview)]
+        assert views  # most reads are views
+        for off, got in held:
+            assert bytes(got) == obj[off:off + 128 * KiB]
+        pool = budget.pool(SMALL.request_size)
+        assert len(store.ranges) > 150  # 192 chunks of 256 KiB ...
+        assert pool.created <= SMALL.max_buffer // SMALL.request_size + len(held) + 2  # few
+        await reader.close()
+    assert budget.used == 0 and len(pool) <= len(views)  # trimmed to the buffers still held
+    del held, views, got
+    pool.trim()
+    assert len(pool) == 0

@@ -1,0 +1,61 @@
+"""Reused buffers for fetched bytes: a GET's body lands in the same few bytearrays again and
+again instead of a fresh bytes object per piece.
+
+Why: a fresh 8 MiB bytes object is a fresh mmap. The kernel zeroes and faults in its 2,048
+pages while the socket is read into it, and unmaps them when the chunk is dropped. Reading
+1 GiB from Ceph RGW on this 2-core machine, that was ~30 % of the daemon's CPU (clear_page,
+page faults, munmap in `perf`), CPU the S3 server on the same cores wanted too (see
+bench/README.md for the figures with and without the pool).
+
+When a buffer is free. Nothing gives buffers back: a buffer is free when nothing refers into
+it any more. Everything that uses one holds a memoryview of it: the chunk holding the bytes,
+a worker thread filling it (readinto), a slice on its way to the kernel in a FUSE reply (pyfuse3
+replies from our view after `read()` has returned, so the reader's own bookkeeping cannot tell
+when that is over). A bytearray with a live memoryview cannot be resized, so `_unused` tries a
+one-byte resize (pop + append: O(1), no reallocation) and takes a BufferError as "in use".
+A forgotten view can only keep a buffer out of the pool, never hand out bytes still in use.
+
+Size. Every buffer is `size` bytes (the prefetcher's request size); smaller pieces get a slice.
+At most `keep` buffers are kept (the read memory budget's worth); beyond that, and for pieces
+larger than `size`, a plain new bytearray is used. `trim()` drops the free ones; the prefetcher
+calls it when no read chunk is held anywhere, so an idle mount gives the memory back.
+"""
+
+from __future__ import annotations
+
+
+def _unused(buf: bytearray) -> bool:
+    try:
+        last = buf.pop()
+    except BufferError:  # a memoryview of it is alive somewhere
+        return False
+    buf.append(last)
+    return True
+
+
+class BufferPool:
+    def __init__(self, size: int, keep: int) -> None:
+        self.size = size
+        self.keep = keep
+        self._bufs: list[bytearray] = []
+        self.created = 0  # bytearrays allocated (instrumentation: reuse means few)
+
+    def take(self, n: int) -> memoryview:
+        """A writable view of n bytes that nothing else is using (contents undefined)."""
+        if n <= self.size:
+            for buf in self._bufs:
+                if _unused(buf):
+                    return memoryview(buf)[:n]
+        self.created += 1
+        if n > self.size or len(self._bufs) >= self.keep:
+            return memoryview(bytearray(n))  # not pooled
+        buf = bytearray(self.size)
+        self._bufs.append(buf)
+        return memoryview(buf)[:n]
+
+    def trim(self) -> None:
+        """Forget the buffers nothing uses (their memory goes back to the system)."""
+        self._bufs = [b for b in self._bufs if not _unused(b)]
+
+    def __len__(self) -> int:
+        return len(self._bufs)
