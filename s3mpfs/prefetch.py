@@ -91,6 +91,9 @@ SEEK_TOLERANCE = 1 * MiB
 # it (each up to REQUEST_SIZE).
 MAX_BUFFER = MAX_WINDOW + 2 * REQUEST_SIZE
 DEFAULT_READ_MEMORY = 256 * MiB
+# Free read buffers kept while any chunk is held: a top-up at full window asks for half a
+# window (4 x 8 MiB) shortly after the reader has freed as much (readbuffers.py).
+SPARE_BUFFERS = 4
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,8 @@ class ReadBudget:
     def give(self, n: int) -> None:
         self.used -= n
         assert self.used >= 0, "read budget released more than was taken"
-        if not self.used:  # nothing held: an idle mount keeps no buffers
-            for pool in self._pools.values():
-                pool.trim()
+        for pool in self._pools.values():  # a few spare while reads go on, none when idle
+            pool.trim(SPARE_BUFFERS if self.used else 0)
 
 
 @dataclass(eq=False)

@@ -19,8 +19,10 @@ view can only keep a buffer out of the pool, never hand out bytes still in use.
 
 Size. Every buffer is `size` bytes (the prefetcher's request size); smaller pieces get a slice.
 At most `keep` buffers are kept (the read memory budget's worth); beyond that, and for pieces
-larger than `size`, a plain new bytearray is used. `trim()` drops the free ones; the prefetcher
-calls it when no read chunk is held anywhere, so an idle mount gives the memory back.
+larger than `size`, a plain new bytearray is used. `trim()` drops free ones: the prefetcher
+keeps a few spare while any read chunk is held (a sequential reader frees a chunk shortly
+before it needs the next) and none once no chunk is held anywhere, so memory held by a read
+that has ended goes back even while other files stay open, and an idle mount holds none.
 """
 
 from __future__ import annotations
@@ -63,9 +65,17 @@ class BufferPool:
         self._bufs.append(buf)
         return memoryview(buf)[:n]
 
-    def trim(self) -> None:
-        """Forget the buffers nothing uses (their memory goes back to the system)."""
-        self._bufs = [b for b in self._bufs if not _unused(b)]
+    def trim(self, spare: int = 0) -> None:
+        """Forget the buffers nothing uses but `spare` of them (their memory goes back to the
+        system)."""
+        kept = []
+        for buf in self._bufs:
+            if not _unused(buf):
+                kept.append(buf)
+            elif spare > 0:
+                kept.append(buf)
+                spare -= 1
+        self._bufs = kept
 
     def __len__(self) -> int:
         return len(self._bufs)

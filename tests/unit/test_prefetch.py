@@ -24,6 +24,7 @@ from s3mpfs.prefetch import (
     INITIAL_WINDOW,
     MAX_BUFFER,
     REQUEST_SIZE,
+    SPARE_BUFFERS,
     ReadBudget,
     ReadConfig,
     Reader,
@@ -638,3 +639,25 @@ async def test_views_returned_by_reads_stay_intact_while_buffers_are_reused() ->
     del held, views, got
     pool.trim()
     assert len(pool) == 0
+
+
+async def test_buffers_of_a_finished_read_go_back_while_another_file_stays_open() -> None:
+    obj = blob()[:16 * MiB]
+    store = RecordingStore()
+    etag = await _put(store, obj)
+    budget = ReadBudget()
+    cfg = ReadConfig(initial_window=64 * KiB, max_window=2 * MiB, request_size=128 * KiB,
+                     max_buffer=3 * MiB)  # up to ~20 buffers held
+    async with trio.open_nursery() as n:
+        idle = _reader(store, etag, len(obj), n, budget=budget, config=cfg)
+        assert await idle.read(0, 4 * KiB) == obj[:4 * KiB]  # holds a chunk, stays open
+        busy = _reader(store, etag, len(obj), n, budget=budget, config=cfg)
+        for off in range(0, len(obj), 128 * KiB):
+            assert await busy.read(off, 128 * KiB) == obj[off:off + 128 * KiB]
+        pool = budget.pool(cfg.request_size)
+        grown = len(pool)
+        await busy.close()
+        assert budget.used > 0 and grown > 2 * SPARE_BUFFERS  # else the test would mean nothing
+        assert len(pool) <= len(idle._chunks) + SPARE_BUFFERS
+        await idle.close()
+        assert len(pool) == 0

@@ -47,3 +47,14 @@ def test_the_pool_keeps_at_most_keep_buffers_and_trim_drops_the_free_ones() -> N
     del views, fresh
     pool.trim()
     assert len(pool) == 0
+
+
+def test_trim_can_keep_some_free_buffers_spare() -> None:
+    pool = BufferPool(100, keep=8)
+    views = [pool.take(100) for _ in range(5)]
+    in_use = views.pop()
+    views.clear()  # four free, one in use
+    pool.trim(spare=2)
+    assert len(pool) == 3  # the one in use and two spare
+    pool.trim()
+    assert len(pool) == 1 and pool.take(1).obj is not in_use.obj
