@@ -1702,6 +1702,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --endpoint: the server's access log, to count requests")
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="with --endpoint: server PIDs whose CPU to count as ours")
+    p.add_argument("--split-cores", action="store_true",
+                   help="run the S3 server on CPU 0 and everything else (the suite, every "
+                   "client and FUSE daemon) on the other CPUs, as with a remote S3: then a "
+                   "client's own CPU use does not slow the server down (with --endpoint, "
+                   "needs --server-pid)")
     p.add_argument("--bucket", default=None)
     p.add_argument("--mount-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for s3mpfs (repeatable)")
@@ -1788,6 +1793,25 @@ def rerender(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def split_cores(server_pids: list[int]) -> str:
+    """Pin every thread of the server's processes to CPU 0 and this process (so every client
+    and daemon it starts later) to the other CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or not server_pids:
+        raise SystemExit("--split-cores needs 2+ CPUs and the server's PIDs (--server-pid)")
+    server, rest = {cpus[0]}, set(cpus[1:])
+    for pid in server_pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), server)
+    for tid in os.listdir("/proc/self/task"):  # threads started later inherit it
+        os.sched_setaffinity(int(tid), rest)
+    text = f"server on {sorted(server)}, clients and daemons on {sorted(rest)}"
+    log(f"cpus: {text}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -1843,6 +1867,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"on a file (started here in {time.monotonic() - t0:.0f} s; RGW_DEBUG=1)")
             suite.reqs = RequestCounter(ceph.log_path)
             suite.server_pids = ceph.pids
+        split = split_cores(suite.server_pids) if args.split_cores else None
         suite.setup_clients(endpoint, access, secret, args.region)
         suite.ctl.create_bucket(Bucket=suite.bucket)
         made_bucket = True
@@ -1850,7 +1875,7 @@ def main(argv: list[str] | None = None) -> int:
         cmdline = " ".join(argv if argv is not None else sys.argv[1:])
         info: dict[str, Any] = {"command": f"python -m bench.suite {cmdline}".strip(),
                 "machine": machine_facts(), "versions": versions(server),
-                "sizes": asdict(args.sizes), "loadavg_start": load_start,
+                "sizes": asdict(args.sizes), "loadavg_start": load_start, "cpus": split,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         log(f"machine: {info['machine']}  loadavg {load_start}")
         for k, v in info["versions"].items():
@@ -1947,6 +1972,7 @@ def write_outputs(args: argparse.Namespace, suite: Suite, info: dict[str, Any],
         f", at end {info['loadavg_end']}: other sessions' test runs share this 2-core machine,"
         f" so absolute numbers drift; rounds are interleaved so drift hits every system alike.",
         "",
+        *([f"CPUs: {info['cpus']} (--split-cores)", ""] if info.get("cpus") else []),
         "Versions: " + "; ".join(f"{k} {val}" for k, val in v.items()),
         "",
         f"Sizes: write {sz.write / MiB:.0f} MiB, tar {suite.tar_bytes} bytes, rsync "
