@@ -59,11 +59,13 @@ from bench.common import (
     RssSampler,
     count_logged_requests,
     cpu_seconds,
+    drop_cached,
     loadavg,
     machine_facts,
     make_client,
     package_version,
     parse_size,
+    read_through,
     status_kib,
 )
 
@@ -108,11 +110,7 @@ def _uncache(args: argparse.Namespace, path: Path) -> None:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
         return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    drop_cached(path)
 
 
 def _bdi_read_ahead(mnt: Path, kb: int | None = None) -> int | None:
@@ -131,24 +129,14 @@ def _bdi_read_ahead(mnt: Path, kb: int | None = None) -> int | None:
 def run_mount_read(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -> Run:
     path = ctx.mnt / KEY
     _uncache(args, path)
-    buf = bytearray(MiB)
-    view = memoryview(buf)
     pid = ctx.mount.pid
     cpu0, srv0 = cpu_seconds(pid), _server_cpu(ctx)
-    total = 0
     with RssSampler(pid, 0.05) as sampler:
         t0 = time.perf_counter()
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            while got := os.readv(fd, [view]):
-                total += got
-        finally:
-            os.close(fd)
+        read_through(path, args.size)
         seconds = time.perf_counter() - t0
-    if total != args.size:
-        raise RuntimeError(f"read {total} bytes through the mount, expected {args.size}")
     srv1 = _server_cpu(ctx)
-    return Run("s3mpfs", n, seconds, total, cpu_seconds(pid) - cpu0,
+    return Run("s3mpfs", n, seconds, args.size, cpu_seconds(pid) - cpu0,
                None if srv0 is None or srv1 is None else srv1 - srv0, sampler.max_kib)
 
 

@@ -311,6 +311,30 @@ def unmount(mountpoint: Path, proc: subprocess.Popen[Any] | None, timeout: float
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def drop_cached(path: Path) -> None:
+    """Drop the kernel's cached pages of `path`, so the next read goes to the filesystem."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def read_through(path: Path, expected: int, request: int = 1 << 20) -> None:
+    """read(2) the whole file in `request`-byte calls (the reads' workload); it must hold
+    `expected` bytes."""
+    view = memoryview(bytearray(request))
+    total = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while got := os.readv(fd, [view]):
+            total += got
+    finally:
+        os.close(fd)
+    if total != expected:
+        raise RuntimeError(f"read {total} bytes of {path}, expected {expected}")
+
+
 # One request per line in an S3 server's access log (Ceph RGW with RGW_DEBUG=1, moto).
 ACCESS_LOG_RE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/1\.[01]"')
 

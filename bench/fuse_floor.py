@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, loadavg, machine_facts, unmount, wait_for
+from bench.common import (
+    cpu_seconds,
+    drop_cached,
+    loadavg,
+    machine_facts,
+    read_through,
+    unmount,
+    wait_for,
+)
 
 SIZE = 1 << 30
 MiB = 1 << 20
@@ -107,22 +115,9 @@ def _read_ahead_kb(mountpoint: Path) -> int:
 
 
 def read_once(path: Path) -> float:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    view = memoryview(bytearray(MiB))
+    drop_cached(path)
     t0 = time.monotonic()
-    total = 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while got := os.readv(fd, [view]):
-            total += got
-    finally:
-        os.close(fd)
-    if total != SIZE:
-        raise RuntimeError(f"read {total} bytes, expected {SIZE}")
+    read_through(path, SIZE)
     return time.monotonic() - t0
 
 

@@ -81,12 +81,14 @@ from bench.common import (
     Mount,
     count_logged_requests,
     cpu_seconds,
+    drop_cached,
     loadavg,
     machine_busy_seconds,
     machine_facts,
     make_client,
     package_version,
     parse_size,
+    read_through,
     status_kib,
     stop_pid,
     tmpfs_dir,
@@ -932,23 +934,9 @@ class Suite:
             return
         assert t.mnt is not None
         path = t.mnt / self.read_key
-        fd = os.open(path, os.O_RDONLY)  # drop the file's cached pages (outside the window)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        buf = bytearray(MiB)
-        view = memoryview(buf)
+        drop_cached(path)  # outside the window
         with self.window("read", t, n, nbytes=size):
-            total = 0
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                while got := os.readv(fd, [view]):
-                    total += got
-            finally:
-                os.close(fd)
-            if total != size:
-                raise RuntimeError(f"read {total} bytes, expected {size}")
+            read_through(path, size)
 
     def setup_ls(self) -> None:
         t0 = time.monotonic()
