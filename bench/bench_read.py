@@ -65,6 +65,7 @@ from bench.common import (
     make_client,
     package_version,
     parse_size,
+    read_ahead_kb,
     read_through,
     status_kib,
 )
@@ -111,19 +112,6 @@ def _uncache(args: argparse.Namespace, path: Path) -> None:
             f.write("3\n")
         return
     drop_cached(path)
-
-
-def _bdi_read_ahead(mnt: Path, kb: int | None = None) -> int | None:
-    """The kernel's readahead for the mount (its FUSE reads are at most this big); set it
-    with `kb` (root only). None if /sys does not say."""
-    dev = os.stat(mnt).st_dev
-    path = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
-    try:
-        if kb is not None:
-            path.write_text(f"{kb}\n")
-        return int(path.read_text())
-    except OSError:
-        return None
 
 
 def run_mount_read(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -> Run:
@@ -465,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         mount.start()
         ctx.mnt, ctx.mount = mnt, mount
         ctx.reqlog = RequestLog(server_log)
-        ra = _bdi_read_ahead(mnt, args.read_ahead_kb)
+        ra = read_ahead_kb(mnt, args.read_ahead_kb)
         if args.read_ahead_kb is not None and ra != args.read_ahead_kb:
             raise RuntimeError(f"could not set the mount's read_ahead_kb to {args.read_ahead_kb}")
         print(f"s3mpfs daemon pid {mount.pid}, server pid {ctx.server_pid}, mount {mnt}, "

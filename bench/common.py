@@ -290,8 +290,6 @@ class Mount:
         wait_for(mounted, timeout, f"s3mpfs to mount {self.mountpoint}")
 
     def stop(self, timeout: float = 60) -> None:
-        """fusermount3 -u, then wait for the daemon to exit; SIGTERM/SIGKILL only if it hangs,
-        and a lazy unmount only if the mount is still there after that."""
         unmount(self.mountpoint, self.proc, timeout)
 
 
@@ -333,6 +331,29 @@ def read_through(path: Path, expected: int, request: int = 1 << 20) -> None:
         os.close(fd)
     if total != expected:
         raise RuntimeError(f"read {total} bytes of {path}, expected {expected}")
+
+
+def read_ahead_kb(mountpoint: Path | str, kb: int | None = None) -> int | None:
+    """The kernel's readahead for the filesystem mounted at `mountpoint` (its FUSE reads are
+    at most this big); set it first with `kb` (root only). None if /proc or /sys do not say.
+    Found through /proc/self/mountinfo (the newest mount there), not a stat() of the
+    mountpoint: that works inside the FUSE daemon too, where a stat would wait on itself."""
+    escaped = os.path.abspath(mountpoint).replace("\\", "\\134").replace(" ", "\\040")
+    device = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == escaped:
+                    device = fields[2]
+        if device is None:
+            return None
+        path = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
+        if kb is not None:
+            path.write_text(f"{kb}\n")
+        return int(path.read_text())
+    except OSError:
+        return None
 
 
 # One request per line in an S3 server's access log (Ceph RGW with RGW_DEBUG=1, moto).

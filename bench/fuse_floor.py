@@ -31,6 +31,7 @@ from bench.common import (
     drop_cached,
     loadavg,
     machine_facts,
+    read_ahead_kb,
     read_through,
     unmount,
     wait_for,
@@ -88,8 +89,7 @@ def serve(mountpoint: str) -> None:
     async def main() -> None:
         async def read_ahead() -> None:  # after FUSE INIT (it resets it), as s3mpfs does
             await initialized.wait()
-            with open(_bdi(mountpoint), "w") as f:
-                f.write("1024")
+            read_ahead_kb(mountpoint, 1024)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_ahead)
@@ -99,19 +99,6 @@ def serve(mountpoint: str) -> None:
         trio.run(main)
     finally:
         pyfuse3.close()
-
-
-def _bdi(mountpoint: str) -> str:
-    with open("/proc/self/mountinfo") as f:
-        device = next(line.split()[2] for line in f if line.split()[4] == mountpoint)
-    return f"/sys/class/bdi/{device}/read_ahead_kb"
-
-
-def _read_ahead_kb(mountpoint: Path) -> int:
-    try:
-        return int(Path(_bdi(str(mountpoint))).read_text())
-    except (StopIteration, OSError):
-        return 0
 
 
 def read_once(path: Path) -> float:
@@ -135,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         mnt.mkdir()
         proc = subprocess.Popen([sys.executable, "-m", "bench.fuse_floor", "--serve", str(mnt)])
         try:
-            wait_for(lambda: _read_ahead_kb(mnt) == 1024, 20, "the fuse_floor mount")
+            wait_for(lambda: read_ahead_kb(mnt) == 1024, 20, "the fuse_floor mount")
             for n in range(1, args.rounds + 1):
                 cpu0 = cpu_seconds(proc.pid)
                 wall = read_once(mnt / NAME.decode())

@@ -1781,7 +1781,6 @@ def rerender(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def split_cores(server_pids: list[int]) -> str:
     """Pin every thread of the server's processes to CPU 0 and this process (so every client
     and daemon it starts later) to the other CPUs."""

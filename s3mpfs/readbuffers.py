@@ -4,8 +4,8 @@ again instead of a fresh bytes object per piece.
 Why: a fresh 8 MiB bytes object is a fresh mmap. The kernel zeroes and faults in its 2,048
 pages while the socket is read into it, and unmaps them when the chunk is dropped. Reading
 1 GiB from Ceph RGW on this 2-core machine, that was ~30 % of the daemon's CPU (clear_page,
-page faults, munmap in `perf`), CPU the S3 server on the same cores wanted too (bench/README.md
-has the figures). The buffers are private anonymous maps advised MADV_HUGEPAGE: with 2 MiB
+page faults, munmap in `perf`), CPU the S3 server on the same cores wanted too (figures in
+README.md, *Benchmarks*). The buffers are private anonymous maps advised MADV_HUGEPAGE: with 2 MiB
 pages, pinning a 1 MiB FUSE reply's source pages (get_user_pages in the kernel's writev to
 /dev/fuse) costs one page-table walk instead of 256 (8.6 % -> 2.6 % of the daemon's CPU).
 
@@ -50,7 +50,7 @@ class BufferPool:
         self.size = size
         self.keep = keep
         self._bufs: list[mmap.mmap] = []
-        self.created = 0  # bytearrays allocated (instrumentation: reuse means few)
+        self.created = 0  # buffers allocated, pooled or not (instrumentation: reuse means few)
 
     def take(self, n: int) -> memoryview:
         """A writable view of n bytes that nothing else is using (contents undefined)."""

@@ -248,7 +248,7 @@ def _raw_response(body: Any) -> Any | None:
     a new bytes object per piece and urllib3's readinto() reads into one and copies. botocore
     asks urllib3 for the raw, undecoded body (decode_content=False), so both give the same
     bytes. None if this botocore/urllib3 is not built that way: then body.read() is used
-    (tests/store/test_boto.py checks the fast path is taken with the pinned versions)."""
+    (tests/store/test_contract.py checks the fast path is taken with the pinned versions)."""
     fp = getattr(getattr(body, "_raw_stream", None), "_fp", None)
     return fp if callable(getattr(fp, "readinto", None)) else None
 

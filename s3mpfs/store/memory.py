@@ -384,4 +384,3 @@ class MemoryStore:
              if u.key.startswith(prefix)),
             key=lambda u: (u.key, u.initiated),
         )
-
