@@ -1,13 +1,16 @@
 """Reads through a real FUSE mount of s3mpfs against moto: whole objects byte-exact, random
-preads, a remote replacement during a read, `head` on a large object, and read-after-write."""
+preads, a remote replacement during a read, `head` on a large object, read-after-write, mmap and
+exec."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import random
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -187,3 +190,31 @@ def test_the_mount_reads_ahead_1_mib(mount: Mount) -> None:
     ra = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
     wait_for(lambda: ra.read_text().strip() == "1024", 10,
              f"read_ahead_kb of {mount.mountpoint} to be 1024")
+
+
+def test_mapped_reads_and_exec_of_a_stored_program(mount: Mount, s3: Any, bucket: str,
+                                                    cleanup: None) -> None:
+    """mmap (ripgrep, sqlite, git) and exec (an ELF binary is mapped, not read) are served
+    by the same read path through the page cache: byte-exact, and the binary runs."""
+    data = os.urandom(6 * MiB + 4321)  # a short last page
+    put(s3, bucket, "mapped.bin", data)
+    path = mount.mountpoint / "mapped.bin"
+    rng = random.Random(7)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        assert len(m) == len(data)
+        for _ in range(200):  # scattered page faults first, then the whole mapping
+            off = rng.randrange(len(data))
+            assert m[off:off + 5000] == data[off:off + 5000], off
+        assert hashlib.sha256(m).hexdigest() == hashlib.sha256(data).hexdigest()
+
+    program = shutil.which("true")
+    assert program is not None
+    stored = mount.mountpoint / "bin" / "true-copy"
+    stored.parent.mkdir()
+    shutil.copy(program, stored)  # copies the mode too: 0755
+    assert s3.get_object(Bucket=bucket, Key="bin/true-copy")["Body"].read() == \
+        Path(program).read_bytes()
+    assert subprocess.run([str(stored)], timeout=30).returncode == 0
+    # The copy through the mount holds the program's bytes, not just something executable.
+    r = subprocess.run([str(stored), "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "true" in r.stdout
