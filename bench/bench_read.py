@@ -223,8 +223,6 @@ def _make_keys(args: argparse.Namespace, ctx: types.SimpleNamespace) -> float:
     return time.perf_counter() - t0
 
 
-
-
 def _classify(method: str, target: str) -> str:
     path, _, query = target.partition("?")
     keyed = path.strip("/").count("/") >= 1  # /bucket/key... (path style)

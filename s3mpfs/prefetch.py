@@ -470,6 +470,8 @@ class Reader:
         """One GET for the run's chunks, each finished as its bytes arrive. Chunks it does not
         deliver (cancelled, or the GET failed part way) get a GET of their own if still
         wanted, which has the store's retries; a changed or deleted object fails them all."""
+        nursery = self._nursery
+        assert nursery is not None  # runs are only started with one (_start)
         chunks = run.chunks
 
         def deliver(i: int, data: bytes | memoryview) -> bool:
@@ -493,10 +495,10 @@ class Reader:
                 if isinstance(error, PreconditionFailed | NotFound):
                     c.error = error
                     self._finish(c)
-                elif c.scope.cancel_called or self._nursery is None:
-                    self._finish(c)  # nobody wants it (or the handle is closing)
+                elif c.scope.cancel_called:
+                    self._finish(c)  # nobody wants it (close() cancels every chunk too)
                 else:
-                    self._nursery.start_soon(self._fetch, c)
+                    nursery.start_soon(self._fetch, c)
 
     def _finish(self, c: _Chunk) -> None:
         c.running = False

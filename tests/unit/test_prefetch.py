@@ -521,7 +521,6 @@ async def test_file_written_and_closed_reads_back_exactly() -> None:
         assert fs.read_budget.used == 0
 
 
-
 # -- runs: one GET for several chunks -------------------------------------------------------
 
 RUNS = ReadConfig(initial_window=64 * KiB, max_window=1 * MiB, request_size=128 * KiB,
