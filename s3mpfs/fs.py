@@ -33,15 +33,17 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from s3mpfs import openers, xattrs
 from s3mpfs.config import MAX_PART_SIZE, UploadConfig
-from s3mpfs.errors import FsError, NotFound, StoreError
+from s3mpfs.errors import FsError, StoreError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
-from s3mpfs.inodes import Inode, InodeTable, Kind, join
-from s3mpfs.listing import DirEntry, list_dir, valid_name
+from s3mpfs.inodes import Inode, Kind, Status
+from s3mpfs.listing import DirEntry
+from s3mpfs.namespace import Namespace
 from s3mpfs.objcopy import copy_object
 from s3mpfs.prefetch import ReadBudget, Reader
 from s3mpfs.store.base import ObjectInfo, ObjectStore
@@ -49,7 +51,6 @@ from s3mpfs.upload import Existing, PartBudget, State, Upload
 
 log = logging.getLogger(__name__)
 
-KEY_MAX = 1024  # bytes of UTF-8: S3's limit on a key
 # renameat2(2) flags
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -93,23 +94,23 @@ class SetAttr:
 
 
 class Filesystem:
+    """The operations. Names (lookup, listings, the caches, the inode table) are the
+    Namespace's (namespace.py); open files are the HandleTable's (handles.py)."""
+
     def __init__(self, store: ObjectStore, options: FsOptions | None = None) -> None:
         self.store = store
         self.opts = options or FsOptions()
-        self.inodes = InodeTable(uid=self.opts.uid, gid=self.opts.gid,
-                                 file_mode=self.opts.file_mode, dir_mode=self.opts.dir_mode)
         self.handles = HandleTable()
+        self.names = Namespace(
+            store, prefix=self.opts.prefix, metadata_ttl=self.opts.metadata_ttl,
+            negative_ttl=self.opts.negative_ttl, uid=self.opts.uid, gid=self.opts.gid,
+            file_mode=self.opts.file_mode, dir_mode=self.opts.dir_mode, size_of=self.size_of)
+        self.inodes = self.names.inodes
         self.budget = PartBudget(
             self.opts.upload.max_parts_in_memory,
             keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
         self.read_budget = ReadBudget()  # prefetched bytes across all read handles
         self._nursery: trio.Nursery | None = None
-        # Complete directory listings by directory path: (valid until, name -> entry). They
-        # answer lookups (existence, file or directory) without requests while fresh.
-        self._listings: dict[str, tuple[float, dict[str, DirEntry]]] = {}
-        # Directories whose first listing page was not complete: lookups there probe by name.
-        self._big_dirs: dict[str, float] = {}
-        self._negative: dict[str, float] = {}
         self._pending_meta: set[Inode] = set()
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
         # a forked child's close from the opener's (openers.py). None: every flush commits.
@@ -122,185 +123,27 @@ class Filesystem:
     # -- helpers -------------------------------------------------------------------------
 
     def key(self, inode: Inode) -> str:
-        return self.opts.prefix + inode.path
-
-    def dir_key(self, path: str) -> str:
-        return self.opts.prefix + path + "/" if path else self.opts.prefix
-
-    def _inode(self, ino: int) -> Inode:
-        inode = self.inodes.get(ino)
-        if inode is None:
-            raise FsError(errno.ENOENT, f"inode {ino} unknown")
-        return inode
-
-    def _dir(self, ino: int) -> Inode:
-        inode = self._inode(ino)
-        if not inode.is_dir:
-            raise FsError(errno.ENOTDIR)
-        return inode
-
-    def _child_path(self, parent: Inode, name: str) -> str:
-        if not valid_name(name):
-            raise FsError(errno.ENAMETOOLONG if len(name.encode()) > 255 else errno.EINVAL)
-        path = join(parent.path, name)
-        if len((self.opts.prefix + path + "/").encode()) > KEY_MAX:
-            raise FsError(errno.ENAMETOOLONG, "S3 keys are at most 1,024 bytes")
-        return path
+        return self.names.key(inode)
 
     def _writable(self) -> None:
         if self.opts.read_only:
             raise FsError(errno.EROFS)
-
-    def _fresh(self) -> float:
-        return time.monotonic() + self.opts.metadata_ttl
 
     def _new_upload(self, inode: Inode, existing: Existing | None = None) -> Upload:
         assert self._nursery is not None, "Filesystem.start() was not called"
         return Upload(self.store, self.key(inode), cfg=self.opts.upload, budget=self.budget,
                       nursery=self._nursery, metadata=inode.metadata, existing=existing)
 
-    def _set_file_info(self, inode: Inode, info: ObjectInfo) -> None:
-        """Attributes of the object HEAD found: what its x-amz-meta says, else the defaults
-        (never what an earlier object under the same name carried)."""
-        inode.size, inode.etag = info.size, info.etag
-        inode.mtime_ns = int(info.mtime * 1e9)
-        inode.mode = stat.S_IFREG | self.inodes.file_mode
-        inode.uid, inode.gid = self.inodes.uid, self.inodes.gid
-        inode.apply_metadata(info.metadata)
-
     # -- names ---------------------------------------------------------------------------
 
-    async def _head(self, path: str) -> ObjectInfo | None:
-        try:
-            return await self.store.head(self.opts.prefix + path)
-        except NotFound:
-            return None
-
-    async def _stat_remote(self, path: str) -> tuple[ObjectInfo | None, bool]:
-        """HEAD the file key and list the directory prefix, concurrently."""
-        info: ObjectInfo | None = None
-        is_dir = False
-
-        async def head() -> None:
-            nonlocal info
-            info = await self._head(path)
-
-        async def probe_dir() -> None:
-            nonlocal is_dir
-            page = await self.store.list_page(self.dir_key(path), max_keys=1)
-            is_dir = bool(page.objects or page.prefixes)
-
-        async with trio.open_nursery() as n:
-            n.start_soon(head)
-            n.start_soon(probe_dir)
-        return info, is_dir
-
-    # Listings and the negative cache. Lookups are answered, cheapest first, by: an inode we
-    # know (being written, or fresh with its x-amz-meta), the parent's fresh complete listing
-    # (a name not in it does not exist; a file in it whose x-amz-meta we do not know costs one
-    # HEAD, so rsync sees the stored mtime), the negative cache, and otherwise HEAD + a prefix
-    # probe. A lookup miss in a directory without a listing lists its first page (one request)
-    # and keeps it when that page is the whole directory, so the many lookups of new names that
-    # cp -r, tar and rsync make cost nothing. ListObjectsV2 carries no x-amz-meta, so `ls -l`
-    # (readdirplus) shows listing attributes (LastModified as mtime) for objects this mount has
-    # not HEADed yet; metadata already learnt is kept while the ETag is unchanged.
-
-    def _listing(self, dir_path: str) -> dict[str, DirEntry] | None:
-        cached = self._listings.get(dir_path)
-        if cached is None or time.monotonic() >= cached[0]:
-            return None
-        return cached[1]
-
-    def _remember_listing(self, dir_path: str, entries: list[DirEntry]) -> None:
-        if self.opts.metadata_ttl > 0:
-            self._listings[dir_path] = (self._fresh(), {e.name: e for e in entries})
-            self._big_dirs.pop(dir_path, None)
-
-    def _note_created(self, path: str, entry: DirEntry) -> None:
-        self._negative.pop(path, None)
-        parent, _, name = path.rpartition("/")
-        listing = self._listing(parent)
-        if listing is not None:
-            listing[name] = entry
-
-    def _note_removed(self, path: str) -> None:
-        parent, _, name = path.rpartition("/")
-        listing = self._listing(parent)
-        if listing is not None:
-            listing.pop(name, None)
-        if self.opts.negative_ttl > 0:
-            self._negative[path] = time.monotonic() + self.opts.negative_ttl
-
-    async def _parent_listing(self, dir_path: str) -> dict[str, DirEntry] | None:
-        listing = self._listing(dir_path)
-        if listing is not None or self.opts.metadata_ttl <= 0:
-            return listing
-        if time.monotonic() < self._big_dirs.get(dir_path, 0.0):
-            return None
-        entries = await list_dir(self.store, self.dir_key(dir_path), max_pages=1)
-        if entries is None:
-            self._big_dirs[dir_path] = self._fresh()
-            return None
-        entries += self._pending_children(dir_path, {e.name for e in entries})
-        self._remember_listing(dir_path, entries)
-        return self._listing(dir_path)
-
-    async def _resolve(self, path: str) -> Inode:
-        """The inode for path, from memory while fresh or being written, else from S3."""
-        inode = self.inodes.by_path(path)
-        now = time.monotonic()
-        if inode is not None and (inode.writer is not None or inode.ino == 1
-                                  or inode.meta_changed
-                                  or (now < inode.valid_until and inode.meta_known)):
-            return inode
-        parent, _, name = path.rpartition("/")
-        listing = await self._parent_listing(parent)
-        if listing is not None:
-            entry = listing.get(name)
-            if entry is None:
-                raise FsError(errno.ENOENT)
-            inode = self._entry_inode(parent, entry)
-            if inode.is_dir:
-                await self._dir_meta(inode)
-            if inode.is_dir or inode.meta_known:
-                return inode
-        elif now < self._negative.get(path, 0.0):
-            raise FsError(errno.ENOENT)
-        if listing is not None:  # a listed file whose x-amz-meta we do not know yet
-            info, is_dir = await self._head(path), False
-        else:
-            info, is_dir = await self._stat_remote(path)
-        if is_dir:
-            if info is not None:
-                log.warning("%r is both an object and a prefix; showing the directory", path)
-            inode = self.inodes.upsert(path, Kind.DIR)
-            await self._dir_meta(inode)
-        elif info is not None:
-            inode = self.inodes.upsert(path, Kind.FILE)
-            self._set_file_info(inode, info)
-        else:
-            self._note_removed(path)
-            raise FsError(errno.ENOENT)
-        inode.valid_until = self._fresh()
-        return inode
-
-    async def _dir_meta(self, inode: Inode) -> None:
-        """A directory's mode and times live on its marker object "dir/" (HEAD once)."""
-        if inode.meta_known:
-            return
-        marker = await self._head(inode.path + "/")
-        if marker is not None:
-            inode.apply_metadata(marker.metadata)
-        inode.meta_known = True
-
     async def lookup(self, parent_ino: int, name: str) -> Inode:
-        parent = self._dir(parent_ino)
+        parent = self.names.dir(parent_ino)
         if name == ".":
             inode = parent
         elif name == "..":
             inode = self.inodes.by_path(parent.path.rpartition("/")[0]) or parent
         else:
-            inode = await self._resolve(self._child_path(parent, name))
+            inode = await self.names.resolve(self.names.child_path(parent, name))
         inode.lookups += 1
         return inode
 
@@ -313,23 +156,18 @@ class Filesystem:
             self.inodes.forget(ino, count)
 
     async def getattr(self, ino: int) -> Inode:
-        inode = self._inode(ino)
-        if (not inode.is_dir and inode.writer is None and inode.open_handles == 0
-                and not inode.meta_changed and time.monotonic() >= inode.valid_until):
-            try:
-                self._set_file_info(inode, await self.store.head(self.key(inode)))
-                inode.valid_until = self._fresh()
-            except NotFound:
-                pass  # gone remotely; the next lookup says ENOENT
+        inode = self.names.inode(ino)
+        await self.names.refresh(inode)
         return inode
 
     def size_of(self, inode: Inode) -> int:
-        return inode.writer.size if inode.writer is not None else inode.size
+        writer = self.handles.writer(inode)
+        return writer.size if writer is not None else inode.size
 
     async def setattr(self, ino: int, attr: SetAttr, fh: int | None = None) -> Inode:
-        inode = self._inode(ino)
+        inode = self.names.inode(ino)
         self._writable()
-        writer = inode.writer
+        writer = self.handles.writer(inode)
         if attr.size is not None and attr.size != self.size_of(inode):
             if inode.is_dir:
                 raise FsError(errno.EISDIR)
@@ -351,11 +189,11 @@ class Filesystem:
         if pending and writer is not None and writer.metadata_sent is None:
             pass  # rides on CreateMultipartUpload / PutObject
         elif pending:
-            inode.meta_changed = True  # applied after the upload completes (flush/release)
+            inode.attrs_changed()  # applied after the upload completes (flush/release)
         elif inode.etag is None and not inode.is_dir:
             pass  # nothing stored yet (an upload failed): kept in memory only
         elif self._foldable(inode):
-            inode.meta_changed = True
+            inode.attrs_changed()
             if inode not in self._pending_meta:
                 self._pending_meta.add(inode)
                 assert self._nursery is not None
@@ -375,7 +213,7 @@ class Filesystem:
 
     async def _flush_pending_meta(self, inode: Inode) -> None:
         self._pending_meta.discard(inode)
-        if not inode.meta_changed or inode.writer is not None:
+        if inode.status is not Status.CHANGED:  # stored already, or a writer will store it
             return
         try:
             await self._store_metadata(inode)
@@ -385,7 +223,7 @@ class Filesystem:
     async def _truncate_closed(self, inode: Inode, size: int) -> None:
         """truncate(2) of a stored file: a new upload on the old object (kept range copied
         server side when >= 5 MiB, else fetched; growth is zero-filled)."""
-        await self._ensure_meta(inode)
+        await self.names.ensure_meta(inode)
         inode.mtime_ns = time.time_ns()  # truncate(2) changes the mtime
         existing = Existing(inode.etag, inode.size) if inode.etag is not None else None
         upload = self._new_upload(inode, existing)
@@ -396,27 +234,20 @@ class Filesystem:
         finally:
             await upload.close()
 
-    async def _ensure_meta(self, inode: Inode) -> None:
-        """HEAD a file whose x-amz-meta we do not know, so a rewrite keeps mode and owner."""
-        if inode.meta_known and inode.etag is not None:
-            return
-        info = await self._head(inode.path)
-        if info is not None:
-            self._set_file_info(inode, info)
-
     async def _store_metadata(self, inode: Inode) -> None:
         """Rewrite x-amz-meta-* of a stored object: CopyObject onto itself (S3 has no other
         way to change metadata), pinned to the ETag we know."""
-        inode.meta_changed = False
+        inode.attrs_stored()
         if inode.is_dir:
-            await self.store.put(self.dir_key(inode.path), b"", metadata=inode.metadata())
+            await self.store.put(self.names.dir_key(inode.path), b"",
+                                 metadata=inode.metadata())
             return
         old = inode.etag
         inode.etag = await copy_object(self.store, self.key(inode), self.key(inode),
                                        size=inode.size, etag=inode.etag,
                                        metadata=inode.metadata())
-        for handle in self.handles.writers():  # an open, unchanged file stands on the copy
-            if handle.inode is inode and handle.upload.etag == old:
+        for handle in self.handles.writers_of(inode):  # an open, unchanged file stands on it
+            if handle.upload.etag == old:
                 handle.upload.etag = inode.etag
 
     # -- rename ----------------------------------------------------------------------------
@@ -430,13 +261,13 @@ class Filesystem:
         if flags & RENAME_EXCHANGE:
             log.error("rename: RENAME_EXCHANGE cannot be done on S3 (no atomic swap)")
             raise FsError(errno.EINVAL)
-        src_path = self._child_path(self._dir(old_parent), old_name)
-        dst_path = self._child_path(self._dir(new_parent), new_name)
-        inode = await self._resolve(src_path)
+        src_path = self.names.child_path(self.names.dir(old_parent), old_name)
+        dst_path = self.names.new_child_path(self.names.dir(new_parent), new_name)
+        inode = await self.names.resolve(src_path)
         if src_path == dst_path:
             return
         try:
-            target: Inode | None = await self._resolve(dst_path)
+            target: Inode | None = await self.names.resolve(dst_path)
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -456,8 +287,8 @@ class Filesystem:
             await self._rename_dir(inode, dst_path, target)
         else:
             await self._rename_file(inode, dst_path, target)
-        self._note_removed(src_path)
-        self._note_created(dst_path, DirEntry(dst_path.rpartition("/")[2], inode.kind,
+        self.names.removed(src_path)
+        self.names.created(dst_path, DirEntry(dst_path.rpartition("/")[2], inode.kind,
                                               self.size_of(inode), time.time(), inode.etag))
 
     async def _move(self, src: str, dst: str, etag: str, size: int,
@@ -469,16 +300,16 @@ class Filesystem:
 
     def _drop_target(self, target: Inode | None) -> None:
         if target is not None:
-            target.writer = None
+            self.handles.clear_writer(target)
             self.inodes.unlink(target)
 
     async def _rename_file(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
         new_key = self.opts.prefix + dst_path
-        for handle in self.handles.writers():
-            if handle.inode is target:
+        if target is not None:
+            for handle in self.handles.writers_of(target):
                 await handle.upload.discard()
         self._drop_target(target)
-        uploads = [h.upload for h in self.handles.writers() if h.inode is inode]
+        uploads = [h.upload for h in self.handles.writers_of(inode)]
         if uploads:
             old_key = self.key(inode)
             # An old object no writer committed (the file was opened with O_TRUNC) goes too.
@@ -491,31 +322,32 @@ class Filesystem:
                 await self.store.delete(old_key)
         else:
             metadata = None
-            if inode.meta_changed:  # a folded chmod/utimens rides on this copy
+            folded = inode.status is Status.CHANGED
+            if folded:  # a folded chmod/utimens rides on this copy
                 metadata = inode.metadata()
             elif inode.size > MAX_PART_SIZE:  # beyond CopyObject: a multipart copy
-                await self._ensure_meta(inode)
+                await self.names.ensure_meta(inode)
                 metadata = inode.metadata()
             if inode.etag is None:
-                await self._ensure_meta(inode)
+                await self.names.ensure_meta(inode)
             assert inode.etag is not None
             inode.etag = await self._move(self.key(inode), new_key, inode.etag, inode.size,
                                           metadata)
-            inode.meta_changed = False
+            if folded:
+                inode.attrs_stored()
             self._pending_meta.discard(inode)
         self.inodes.rename(inode, dst_path)
-        if uploads and inode.meta_changed and inode.etag is not None:
+        if uploads and inode.status.changed and inode.etag is not None:
             await self._store_metadata(inode)  # set while the upload was open
 
     async def _dir_is_empty(self, inode: Inode) -> bool:
-        dir_key = self.dir_key(inode.path)
+        dir_key = self.names.dir_key(inode.path)
         page = await self.store.list_page(dir_key, max_keys=2)
         others = [o for o in page.objects if o.key != dir_key]
-        pending = [c for c in self.inodes.children(inode.path) if c.writer is not None]
-        return not (others or page.prefixes or pending)
+        return not (others or page.prefixes or self.names.writing_children(inode.path))
 
     async def _rename_dir(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
-        src_prefix, dst_prefix = self.dir_key(inode.path), self.dir_key(dst_path)
+        src_prefix, dst_prefix = self.names.dir_key(inode.path), self.names.dir_key(dst_path)
         objects: list[ObjectInfo] = []
         token: str | None = None
         while True:
@@ -551,9 +383,7 @@ class Filesystem:
         async with trio.open_nursery() as nursery:
             for obj in objects:
                 nursery.start_soon(delete_one, obj)
-        for path in [p for p in self._listings if p == inode.path
-                     or p.startswith(inode.path + "/")]:
-            del self._listings[path]
+        self.names.dropped(inode.path)
         log.info("renamed directory %s -> %s: %d objects copied", inode.path, dst_path,
                  len(objects))
         self.inodes.rename(inode, dst_path)
@@ -561,7 +391,7 @@ class Filesystem:
     # -- directories ---------------------------------------------------------------------
 
     def opendir(self, ino: int) -> FileHandleT:
-        inode = self._dir(ino)
+        inode = self.names.dir(ino)
         inode.open_handles += 1
         return self.handles.add(DirHandle(inode))
 
@@ -574,7 +404,7 @@ class Filesystem:
         if not isinstance(handle, DirHandle):
             raise FsError(errno.EBADF)
         if start == 0 or handle.entries is None:
-            handle.entries = await self._list(handle.inode)
+            handle.entries = await self.names.read_dir(handle.inode)
         return self._entries_from(handle, handle.entries, start)
 
     def _entries_from(self, handle: DirHandle, entries: list[DirEntry],
@@ -586,35 +416,7 @@ class Filesystem:
                 yield fixed[index]
                 continue
             entry = entries[index - 2]
-            yield entry.name, self._entry_inode(handle.inode.path, entry), True
-
-    async def _list(self, inode: Inode) -> list[DirEntry]:
-        entries = await list_dir(self.store, self.dir_key(inode.path))
-        assert entries is not None
-        entries += self._pending_children(inode.path, {e.name for e in entries})
-        entries.sort(key=lambda e: e.name)
-        self._remember_listing(inode.path, entries)
-        return entries
-
-    def _pending_children(self, dir_path: str, listed: set[str]) -> list[DirEntry]:
-        """Files being written are not in S3 yet, but ls must show them."""
-        out = []
-        for child in self.inodes.children(dir_path):
-            name = child.path.rpartition("/")[2]
-            if name not in listed and child.writer is not None:
-                out.append(DirEntry(name, child.kind, self.size_of(child)))
-        return out
-
-    def _entry_inode(self, parent_path: str, entry: DirEntry) -> Inode:
-        inode = self.inodes.upsert(join(parent_path, entry.name), entry.kind)
-        if entry.kind is Kind.FILE and inode.writer is None and (
-                entry.etag != inode.etag or inode.etag is None):
-            # A new or changed object: listing attributes until a lookup HEADs it.
-            inode.size, inode.etag = entry.size, entry.etag
-            inode.mtime_ns = int(entry.mtime * 1e9)
-            inode.meta_known = False
-        inode.valid_until = self._fresh()
-        return inode
+            yield entry.name, self.names.entry_inode(handle.inode.path, entry), True
 
     def releasedir(self, fh: int) -> None:
         handle = self.handles.pop(fh)
@@ -623,103 +425,90 @@ class Filesystem:
 
     async def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Inode:
         self._writable()
-        parent = self._dir(parent_ino)
-        path = self._child_path(parent, name)
-        if await self._exists(path):
+        path = self.names.new_child_path(self.names.dir(parent_ino), name)
+        if await self.names.exists(path):
             raise FsError(errno.EEXIST)
         inode = self.inodes.upsert(path, Kind.DIR)
         inode.mode, inode.uid, inode.gid = stat.S_IFDIR | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns = time.time_ns()
-        inode.meta_known = True
-        await self.store.put(self.dir_key(path), b"", metadata=inode.metadata())
-        inode.valid_until = self._fresh()
+        inode.attrs_stored()  # by the PUT below
+        await self.store.put(self.names.dir_key(path), b"", metadata=inode.metadata())
+        self.names.renew(inode)
         inode.lookups += 1
-        self._note_created(path, DirEntry(name, Kind.DIR))
-        self._remember_listing(path, [])  # a new directory is empty: lookups there are free
+        self.names.created_dir(path)
         return inode
-
-    async def _exists(self, path: str) -> bool:
-        try:
-            await self._resolve(path)
-        except FsError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise
-        return True
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         self._writable()
-        parent = self._dir(parent_ino)
-        inode = await self._resolve(self._child_path(parent, name))
+        parent = self.names.dir(parent_ino)
+        inode = await self.names.resolve(self.names.child_path(parent, name))
         if not inode.is_dir:
             raise FsError(errno.ENOTDIR)
         if not await self._dir_is_empty(inode):
             raise FsError(errno.ENOTEMPTY)
-        await self.store.delete(self.dir_key(inode.path))
-        self._note_removed(inode.path)
-        self._listings.pop(inode.path, None)
+        await self.store.delete(self.names.dir_key(inode.path))
+        self.names.removed(inode.path)
+        self.names.dropped(inode.path)
         self.inodes.unlink(inode)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         self._writable()
-        parent = self._dir(parent_ino)
-        inode = await self._resolve(self._child_path(parent, name))
+        parent = self.names.dir(parent_ino)
+        inode = await self.names.resolve(self.names.child_path(parent, name))
         if inode.is_dir:
             raise FsError(errno.EISDIR)
-        for handle in self.handles.writers():
-            if handle.inode is inode:
-                await handle.upload.discard()
+        for handle in self.handles.writers_of(inode):
+            await handle.upload.discard()
         await self.store.delete(self.key(inode))
-        inode.writer = None
-        self._note_removed(inode.path)
+        self.handles.clear_writer(inode)
+        self.names.removed(inode.path)
         self.inodes.unlink(inode)
         # A directory that exists only as a prefix vanishes with its last key: ask again.
-        parent.valid_until = 0.0
+        parent.expiry.expire()
 
     # -- files ---------------------------------------------------------------------------
 
     async def create(self, parent_ino: int, name: str, mode: int, uid: int,
                      gid: int, pid: int | None = None) -> tuple[Inode, FileHandleT]:
         self._writable()
-        parent = self._dir(parent_ino)
-        path = self._child_path(parent, name)
+        path = self.names.new_child_path(self.names.dir(parent_ino), name)
         inode = self.inodes.upsert(path, Kind.FILE)
         inode.mode, inode.uid, inode.gid = stat.S_IFREG | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns, inode.size, inode.etag = time.time_ns(), 0, None
-        inode.meta_known = True
         fh = self._open_writer(inode, opener=pid)
         inode.lookups += 1
-        self._note_created(path, DirEntry(name, Kind.FILE))
+        self.names.created(path, DirEntry(name, Kind.FILE))
         return inode, fh
 
     def _open_writer(self, inode: Inode, existing: Existing | None = None,
                      opener: int | None = None) -> FileHandleT:
         upload = self._new_upload(inode, existing)
-        inode.writer = upload
         inode.open_handles += 1
         process = openers.process_of(opener) if opener and self.mount_id is not None else None
-        return self.handles.add(WriteHandle(inode, upload, process))
+        fh = self.handles.add(WriteHandle(inode, upload, process))
+        self.handles.set_writer(inode, upload)
+        return fh
 
     async def open(self, ino: int, flags: int, pid: int | None = None) -> FileHandleT:
-        inode = self._inode(ino)
+        inode = self.names.inode(ino)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
+        writer = self.handles.writer(inode)
         if flags & os.O_ACCMODE == os.O_RDONLY:
-            writer = inode.writer
             if writer is not None and writer.state in (State.NEW, State.DIRTY):
                 log.warning("%s: opened for reading while being written; reads see the "
                             "object from its last close", inode.path)
             if inode.etag is None:
-                self._set_file_info(inode, await self.store.head(self.key(inode)))
+                self.names.set_file_info(inode, await self.store.head(self.key(inode)))
             inode.open_handles += 1
             reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
                             nursery=self._nursery, budget=self.read_budget)
             return self.handles.add(ReadHandle(inode, reader))
         self._writable()
-        if inode.writer is None:
-            await self._ensure_meta(inode)  # a rewrite keeps the stored mode and owner
+        if writer is None:
+            await self.names.ensure_meta(inode)  # a rewrite keeps the stored mode and owner
         if flags & os.O_TRUNC:
-            if self.opts.no_clobber and (inode.etag is not None or inode.writer is not None):
+            if self.opts.no_clobber and (inode.etag is not None or writer is not None):
                 log.warning("%s: not opened for overwriting: the object exists and "
                             "--no-clobber keeps it", inode.path)
                 raise FsError(errno.EEXIST, "--no-clobber: the object exists")
@@ -727,7 +516,6 @@ class Filesystem:
             return self._open_writer(inode, opener=pid)
         # Without O_TRUNC the file keeps its bytes: append (O_APPEND, or writes at the end),
         # in-place edits of small files, truncate. The object is the upload's lazy base.
-        writer = inode.writer
         if writer is not None and writer.etag is not None:
             existing: Existing | None = Existing(writer.etag, writer.size)
         elif writer is None and inode.etag is not None:
@@ -753,7 +541,8 @@ class Filesystem:
         except FsError as exc:
             inode = handle.inode
             if exc.errno == errno.ESTALE and inode.etag == handle.reader.etag:
-                inode.etag, inode.valid_until = None, 0.0  # replaced: the next open asks S3
+                inode.etag = None  # replaced: the next open asks S3
+                inode.expiry.expire()
             raise
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -781,10 +570,9 @@ class Filesystem:
     def _opener_holds(self, handle: WriteHandle) -> bool:
         if self.mount_id is None or handle.opener is None:
             return False
-        ino = handle.inode.ino
-        if sum(h.inode.ino == ino for h in self.handles.writers()) != 1:
+        if len(self.handles.writers_of(handle.inode)) != 1:
             return False  # another writer of the file: its descriptors would look like ours
-        return openers.holds_writable(handle.opener, self.mount_id, ino)
+        return openers.holds_writable(handle.opener, self.mount_id, handle.inode.ino)
 
     async def fsync(self, fh: int) -> None:
         handle = self._handle(fh)
@@ -796,15 +584,16 @@ class Filesystem:
         if upload.state in (State.CLEAN, State.DISCARDED):
             return
         etag = await upload.commit()
-        if inode.writer is upload or inode.writer is None:
+        current = self.handles.writer(inode)
+        if current is upload or current is None:
             inode.etag, inode.size = etag, upload.size
             inode.committed_at = time.monotonic()
-            if not inode.meta_changed:  # stat shows what S3 now holds
+            if not inode.status.changed:  # stat shows what S3 now holds
                 inode.apply_metadata(upload.metadata_sent or {})
-            inode.valid_until = self._fresh()
-            self._note_created(inode.path, DirEntry(
+            self.names.renew(inode)
+            self.names.created(inode.path, DirEntry(
                 inode.path.rpartition("/")[2], Kind.FILE, inode.size, time.time(), etag))
-            if inode.meta_changed:
+            if inode.status.changed:
                 await self._store_metadata(inode)
 
     async def release(self, fh: int) -> None:
@@ -824,32 +613,47 @@ class Filesystem:
         try:
             if upload.state in (State.NEW, State.DIRTY):
                 await self._commit(handle)
-            elif (upload.state is State.CLEAN and inode.meta_changed and inode.writer is upload
-                  and inode.etag is not None):
+            elif (upload.state is State.CLEAN and inode.status.changed
+                  and self.handles.writer(inode) is upload and inode.etag is not None):
                 await self._store_metadata(inode)  # changed after the last commit
         except FsError as exc:
             # FUSE discards release errors; the log is the only place this can go.
             log.error("%s: upload failed after the last close: %s", inode.path, exc)
         finally:
             await upload.close()
-            if inode.writer is upload:
-                inode.writer = None
-                if upload.state is State.FAILED:
-                    # S3 holds the old object (or none): forget what this writer told us.
-                    inode.valid_until, inode.etag, inode.meta_known = 0.0, None, False
-                    inode.meta_changed = False
-                    self._pending_meta.discard(inode)
+            if self.handles.clear_writer(inode, upload) and upload.state is State.FAILED:
+                # S3 holds the old object (or none): forget what this writer told us.
+                inode.forget_attrs()
+                self._pending_meta.discard(inode)
 
     # -- extended attributes: read-only, served by s3mpfs/xattrs.py -----------------------
 
     async def getxattr(self, ino: int, name: str) -> bytes:
-        value = await xattrs.get(self, self._inode(ino), name)
+        value = await xattrs.get(self, self.names.inode(ino), name)
         if value is None:
             raise FsError(errno.ENODATA)
         return value
 
     async def listxattr(self, ino: int) -> list[str]:
-        return await xattrs.names(self, self._inode(ino))
+        return await xattrs.names(self, self.names.inode(ino))
+
+    # What xattrs.py may see of the filesystem (its Source protocol), nothing more.
+
+    def writer(self, inode: Inode) -> Upload | None:
+        return self.handles.writer(inode)
+
+    def uploads(self) -> list[tuple[str, Upload]]:
+        return [(h.inode.path, h.upload) for h in self.handles.writers()]
+
+    def mount_facts(self) -> dict[str, Any]:
+        return {"prefix": self.opts.prefix, "read_only": self.opts.read_only,
+                "part_size": self.opts.upload.part_size,
+                "parts_in_flight": self.budget.in_flight,
+                "max_parts_in_flight": self.budget.max_parts}
+
+    async def stored(self, inode: Inode) -> ObjectInfo | None:
+        """What S3 holds under a file's key now (one HEAD)."""
+        return None if inode.is_dir else await self.names.head(inode.path)
 
     def statfs(self) -> dict[str, int]:
         # S3 has no capacity to report; claim plenty so tools that check free space proceed.

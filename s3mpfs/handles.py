@@ -1,5 +1,9 @@
 """Open handles. Handle numbers are allocated separately from inode numbers (one inode can be
-open many times), and each kind of handle is its own type, so a state is never a flag."""
+open many times), and each kind of handle is its own type, so a state is never a flag.
+
+Write handles are also indexed by inode, and each inode being written has one *current*
+upload: the one opened last, whose size stat reports while the file is written. Setting and
+clearing it moves the inode's Status in and out of WRITING (inodes.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import NewType
 
-from s3mpfs.inodes import Inode
+from s3mpfs.inodes import Inode, InodeT
 from s3mpfs.listing import DirEntry
 from s3mpfs.prefetch import Reader
 from s3mpfs.upload import Upload
@@ -44,20 +48,52 @@ class HandleTable:
     def __init__(self) -> None:
         self._handles: dict[FileHandleT, Handle] = {}
         self._next = itertools.count(1)
+        self._writers: dict[InodeT, list[WriteHandle]] = {}
+        self._current: dict[InodeT, Upload] = {}
 
     def add(self, handle: Handle) -> FileHandleT:
         fh = FileHandleT(next(self._next))
         self._handles[fh] = handle
+        if isinstance(handle, WriteHandle):
+            self._writers.setdefault(handle.inode.ino, []).append(handle)
         return fh
 
     def get(self, fh: int) -> Handle | None:
         return self._handles.get(FileHandleT(fh))
 
     def pop(self, fh: int) -> Handle | None:
-        return self._handles.pop(FileHandleT(fh), None)
+        handle = self._handles.pop(FileHandleT(fh), None)
+        if isinstance(handle, WriteHandle):
+            same = self._writers[handle.inode.ino]
+            same.remove(handle)
+            if not same:
+                del self._writers[handle.inode.ino]
+        return handle
 
     def writers(self) -> list[WriteHandle]:
-        return [h for h in self._handles.values() if isinstance(h, WriteHandle)]
+        return [h for same in self._writers.values() for h in same]
+
+    def writers_of(self, inode: Inode) -> list[WriteHandle]:
+        return list(self._writers.get(inode.ino, ()))
+
+    # -- the current upload of an inode ----------------------------------------------------
+
+    def writer(self, inode: Inode) -> Upload | None:
+        """The upload stat reports on while the file is written (None: not being written)."""
+        return self._current.get(inode.ino)
+
+    def set_writer(self, inode: Inode, upload: Upload) -> None:
+        self._current[inode.ino] = upload
+        inode.start_writing()
+
+    def clear_writer(self, inode: Inode, upload: Upload | None = None) -> bool:
+        """Stop reporting on `upload` (any upload when None); True if it was the current one."""
+        current = self._current.get(inode.ino)
+        if current is None or (upload is not None and current is not upload):
+            return False
+        del self._current[inode.ino]
+        inode.stop_writing()
+        return True
 
     def __len__(self) -> int:
         return len(self._handles)

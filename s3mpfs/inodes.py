@@ -17,10 +17,7 @@ import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NewType
-
-if TYPE_CHECKING:
-    from s3mpfs.upload import Upload
+from typing import NewType
 
 InodeT = NewType("InodeT", int)
 ROOT_INODE = InodeT(1)  # pyfuse3.ROOT_INODE
@@ -29,6 +26,50 @@ ROOT_INODE = InodeT(1)  # pyfuse3.ROOT_INODE
 class Kind(enum.Enum):
     FILE = "file"
     DIR = "dir"
+
+
+class Status(enum.Enum):
+    """Where an inode's attributes come from, and who must store them.
+
+    LISTED -> STORED       a HEAD (or a directory's marker) was read, or this mount stored them
+    STORED -> LISTED       a listing shows another ETag: x-amz-meta unknown again
+    STORED -> CHANGED      chmod/chown/utimens, stored later (a folded rsync rename)
+    CHANGED -> STORED      a self-copy or a rename's copy carried them
+    any -> WRITING         an upload is open (handles.py sets the current one); attributes ride
+                           on it; changed after it sent them: WRITING_CHANGED, stored right
+                           after its commit; the upload gone: back to STORED / CHANGED
+    """
+
+    LISTED = "listed"  # size, ETag, LastModified from a listing (or defaults); x-amz-meta unread
+    STORED = "stored"  # what S3 holds, x-amz-meta included (HEAD, or stored by this mount)
+    CHANGED = "changed"  # changed here, not in S3 yet (a folded chmod waiting for the rename)
+    WRITING = "writing"  # open for writing: stat shows the upload, attributes ride on it
+    WRITING_CHANGED = "writing, changed"  # ... changed after the upload sent them
+
+    @property
+    def writing(self) -> bool:
+        return self in (Status.WRITING, Status.WRITING_CHANGED)
+
+    @property
+    def changed(self) -> bool:
+        """Attributes this mount changed that S3 does not hold yet."""
+        return self in (Status.CHANGED, Status.WRITING_CHANGED)
+
+
+@dataclass
+class Expiry:
+    """Until when (time.monotonic()) what S3 told us about a name may be used without asking."""
+
+    until: float = 0.0
+
+    def fresh(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) < self.until
+
+    def renew(self, ttl: float) -> None:
+        self.until = time.monotonic() + ttl
+
+    def expire(self) -> None:
+        self.until = 0.0
 
 
 @dataclass(eq=False)  # identity semantics: inodes go in sets and compare with `is`
@@ -44,13 +85,42 @@ class Inode:
     etag: str | None = None
     lookups: int = 0
     open_handles: int = 0
-    valid_until: float = 0.0  # monotonic time until which S3 need not be asked again
-    writer: Upload | None = None  # the upload stat reports on while the file is written
-    meta_changed: bool = False  # chmod/chown/utimens after the metadata went to S3
-    # True once x-amz-meta-* of the current object is known (HEAD, or our own write);
-    # listings alone give size, ETag and LastModified only.
-    meta_known: bool = False
+    status: Status = Status.LISTED
+    expiry: Expiry = field(default_factory=Expiry)
     committed_at: float = 0.0  # monotonic time this mount last stored the object
+
+    # -- status transitions (the only writers of `status`) -------------------------------
+
+    def start_writing(self) -> None:
+        self.status = Status.WRITING_CHANGED if self.status.changed else Status.WRITING
+
+    def stop_writing(self) -> None:
+        """The upload stat reported on is gone (closed, discarded or unlinked)."""
+        if self.status.writing:
+            self.status = Status.CHANGED if self.status.changed else Status.STORED
+
+    def attrs_changed(self) -> None:
+        """chmod/chown/utimens that S3 does not hold yet (stored later by whoever says so)."""
+        self.status = Status.WRITING_CHANGED if self.status.writing else Status.CHANGED
+
+    def attrs_stored(self) -> None:
+        """S3 now holds this inode's attributes (a self-copy, a rename's copy, a marker PUT)."""
+        self.status = Status.WRITING if self.status.writing else Status.STORED
+
+    def attrs_listed(self) -> None:
+        """A listing shows another object than the one whose x-amz-meta we read."""
+        if self.status is Status.STORED:
+            self.status = Status.LISTED
+
+    def forget_attrs(self) -> None:
+        """S3 holds the old object, or none: what a failed writer told us is not the truth."""
+        self.status, self.etag = Status.LISTED, None
+        self.expiry.expire()
+
+    @property
+    def known(self) -> bool:
+        """x-amz-meta of the current object is known (or is ours to store)."""
+        return self.status is not Status.LISTED
 
     @property
     def is_dir(self) -> bool:
@@ -64,7 +134,8 @@ class Inode:
 
     def apply_metadata(self, meta: Mapping[str, str]) -> None:
         """Take mode/uid/gid/mtime from x-amz-meta-*; ignore what is absent or malformed."""
-        self.meta_known = True
+        if self.status is Status.LISTED:
+            self.status = Status.STORED
         try:
             mode = int(meta["mode"])
             wanted = stat.S_IFDIR if self.is_dir else stat.S_IFREG
@@ -89,7 +160,8 @@ class InodeTable:
         self._by_ino: dict[InodeT, Inode] = {}
         self._by_path: dict[str, Inode] = {}
         self._next = 2
-        root = Inode(ROOT_INODE, "", Kind.DIR, stat.S_IFDIR | dir_mode, uid, gid, lookups=1)
+        root = Inode(ROOT_INODE, "", Kind.DIR, stat.S_IFDIR | dir_mode, uid, gid, lookups=1,
+                     status=Status.STORED)
         self._add(root)
 
     def _add(self, inode: Inode) -> None:
@@ -129,7 +201,7 @@ class InodeTable:
     def unlink(self, inode: Inode) -> None:
         """The name is gone; the number lives on until forgotten and closed."""
         self._drop_path(inode)
-        inode.valid_until = 0.0
+        inode.expiry.expire()
         self._maybe_free(inode)
 
     def rename(self, inode: Inode, new_path: str) -> None:

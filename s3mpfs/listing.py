@@ -16,6 +16,8 @@ from s3mpfs.store.base import ObjectStore
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255  # bytes, Linux's limit for one path component
+# s3mpfs's own keys (upload markers) live below this name at the bucket's root.
+INTERNAL_DIR = ".s3mpfs"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ async def list_dir(store: ObjectStore, dir_key: str,
         page = await store.list_page(dir_key, token=token)
         for p in page.prefixes:
             name = p[len(dir_key):-1]
-            if name == ".s3mpfs" and not dir_key:  # upload markers (orphans.py): hidden
+            if name == INTERNAL_DIR and not dir_key:  # upload markers: never shown
                 continue
             if valid_name(name):
                 entries[name] = DirEntry(name, Kind.DIR)

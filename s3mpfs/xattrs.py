@@ -17,16 +17,25 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from s3mpfs import __version__
-from s3mpfs.errors import NotFound
 from s3mpfs.inodes import ROOT_INODE, Inode
 from s3mpfs.store.base import ObjectInfo
 from s3mpfs.upload import State, Upload
 
-if TYPE_CHECKING:
-    from s3mpfs.fs import Filesystem
+
+class Source(Protocol):
+    """What xattrs needs of the filesystem (fs.Filesystem provides it), and nothing more."""
+
+    def writer(self, inode: Inode) -> Upload | None: ...
+
+    def uploads(self) -> list[tuple[str, Upload]]: ...
+
+    def mount_facts(self) -> dict[str, Any]: ...
+
+    async def stored(self, inode: Inode) -> ObjectInfo | None: ...
+
 
 PROGRESS = "user.s3mpfs.progress"
 STATUS = "user.s3mpfs.status"
@@ -65,18 +74,14 @@ def parse_progress(value: bytes | str) -> dict[str, str]:
     return dict(item.partition("=")[::2] for item in text.split())
 
 
-def mount_status(fs: Filesystem) -> dict[str, Any]:
-    uploads = [{"path": h.inode.path, "key": h.upload.key, **progress(h.upload)}
-               for h in fs.handles.writers()]
+def mount_status(fs: Source) -> dict[str, Any]:
+    uploads = [{"path": path, "key": upload.key, **progress(upload)}
+               for path, upload in fs.uploads()]
     uploads.sort(key=lambda u: u["path"])
     status: dict[str, Any] = {
         "version": __version__,
         "pid": os.getpid(),
-        "prefix": fs.opts.prefix,
-        "read_only": fs.opts.read_only,
-        "part_size": fs.opts.upload.part_size,
-        "parts_in_flight": fs.budget.in_flight,
-        "max_parts_in_flight": fs.budget.max_parts,
+        **fs.mount_facts(),  # prefix, read_only, part_size, parts_in_flight, max_...
         "uploads": uploads,
         "more_uploads": 0,
     }
@@ -90,37 +95,33 @@ def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-async def _progress(fs: Filesystem, inode: Inode) -> bytes | None:
-    return None if inode.writer is None else format_progress(progress(inode.writer))
+async def _progress(fs: Source, inode: Inode) -> bytes | None:
+    writer = fs.writer(inode)
+    return None if writer is None else format_progress(progress(writer))
 
 
-async def _status(fs: Filesystem, inode: Inode) -> bytes | None:
+async def _status(fs: Source, inode: Inode) -> bytes | None:
     return _json(mount_status(fs)) if inode.ino == ROOT_INODE else None
 
 
-async def _stored(fs: Filesystem, inode: Inode) -> ObjectInfo | None:
+async def _stored(fs: Source, inode: Inode) -> ObjectInfo | None:
     """What S3 holds under the file's key now (one HEAD): the truth a backup is checked by."""
-    if inode.is_dir:
-        return None
-    try:
-        return await fs.store.head(fs.key(inode))
-    except NotFound:
-        return None
+    return await fs.stored(inode)
 
 
-async def _etag(fs: Filesystem, inode: Inode) -> bytes | None:
+async def _etag(fs: Source, inode: Inode) -> bytes | None:
     info = await _stored(fs, inode)
     return None if info is None else info.etag.strip('"').encode()
 
 
-async def _checksum(fs: Filesystem, inode: Inode) -> bytes | None:
+async def _checksum(fs: Source, inode: Inode) -> bytes | None:
     info = await _stored(fs, inode)
     if info is None or info.checksum is None:
         return None
     return f"{info.checksum.algorithm}:{info.checksum.value}".encode()
 
 
-Getter = Callable[["Filesystem", Inode], Awaitable[bytes | None]]
+Getter = Callable[[Source, Inode], Awaitable[bytes | None]]
 
 XATTRS: dict[str, Getter] = {
     PROGRESS: _progress,
@@ -130,7 +131,7 @@ XATTRS: dict[str, Getter] = {
 }
 
 
-async def get(fs: Filesystem, inode: Inode, name: str) -> bytes | None:
+async def get(fs: Source, inode: Inode, name: str) -> bytes | None:
     getter = XATTRS.get(name)
     return None if getter is None else await getter(fs, inode)
 
@@ -140,7 +141,7 @@ async def get(fs: Filesystem, inode: Inode, name: str) -> bytes | None:
 _LISTED_WITHOUT_LOOKUP = {"user.s3.etag", "user.s3.checksum"}
 
 
-async def names(fs: Filesystem, inode: Inode) -> list[str]:
+async def names(fs: Source, inode: Inode) -> list[str]:
     out = []
     for name, getter in XATTRS.items():
         if name in _LISTED_WITHOUT_LOOKUP:

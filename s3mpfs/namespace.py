@@ -1,0 +1,312 @@
+"""Names -> inodes: the one module that decides whether a name exists, and what it is.
+
+mountpoint-s3 calls this layer its superblock. It owns the inode table and three caches:
+
+  * complete directory listings by directory path (while fresh they answer lookups: a name
+    not in one does not exist, a name in one is a file or a directory without a request);
+  * "big" directories, whose first listing page was not the whole directory (lookups there
+    probe the name instead of listing);
+  * negative entries: names found missing, remembered for `negative_ttl` seconds.
+
+A lookup is answered, cheapest first, by: an inode whose attributes are ours (being written,
+changed here) or fresh and read from S3; the parent's fresh complete listing (a file in it
+whose x-amz-meta we do not know costs one HEAD, so rsync sees the stored mtime); the negative
+cache; otherwise a HEAD of the key and a one-key listing of the prefix, concurrently. A miss
+in a directory without a listing lists its first page (one request) and keeps it when that
+page is the whole directory, so the many lookups of new names that cp -r, tar and rsync make
+cost nothing. ListObjectsV2 carries no x-amz-meta, so readdirplus shows listing attributes
+(LastModified as mtime) for objects not HEADed yet; metadata already read is kept while the
+ETag is unchanged.
+
+The internal directory (INTERNAL_DIR at the bucket's root: upload markers) is never a name:
+listings skip it and lookups of it fail with ENOENT without asking S3.
+
+This mount's own changes reach the caches through created(), removed() and dropped(), so
+they show at once. It depends on inodes, listing and the store interface only.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+import time
+from collections.abc import Callable
+
+import trio
+
+from s3mpfs.errors import FsError, NotFound
+from s3mpfs.inodes import Inode, InodeTable, Kind, join
+from s3mpfs.listing import INTERNAL_DIR, DirEntry, list_dir, valid_name
+from s3mpfs.store.base import ObjectInfo, ObjectStore
+
+log = logging.getLogger(__name__)
+
+KEY_MAX = 1024  # bytes of UTF-8: S3's limit on a key
+
+
+class Namespace:
+    def __init__(self, store: ObjectStore, *, prefix: str = "", metadata_ttl: float = 5.0,
+                 negative_ttl: float = 1.0, uid: int, gid: int, file_mode: int = 0o644,
+                 dir_mode: int = 0o755, size_of: Callable[[Inode], int] | None = None) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.metadata_ttl, self.negative_ttl = metadata_ttl, negative_ttl
+        self.inodes = InodeTable(uid=uid, gid=gid, file_mode=file_mode, dir_mode=dir_mode)
+        # The size a file being written shows (its upload's); listings of a directory include
+        # such files before S3 does.
+        self._size_of = size_of or (lambda inode: inode.size)
+        # dir path -> (valid until, name -> entry)
+        self._listings: dict[str, tuple[float, dict[str, DirEntry]]] = {}
+        self._big_dirs: dict[str, float] = {}  # dir path -> valid until
+        self._negative: dict[str, float] = {}  # path -> valid until
+
+    # -- names and keys --------------------------------------------------------------------
+
+    def key(self, inode: Inode) -> str:
+        return self.prefix + inode.path
+
+    def dir_key(self, path: str) -> str:
+        return self.prefix + path + "/" if path else self.prefix
+
+    def inode(self, ino: int) -> Inode:
+        inode = self.inodes.get(ino)
+        if inode is None:
+            raise FsError(errno.ENOENT, f"inode {ino} unknown")
+        return inode
+
+    def dir(self, ino: int) -> Inode:
+        inode = self.inode(ino)
+        if not inode.is_dir:
+            raise FsError(errno.ENOTDIR)
+        return inode
+
+    def internal(self, path: str) -> bool:
+        """s3mpfs's own keys (upload markers) at the bucket's root: never a user's name."""
+        return not self.prefix and (path == INTERNAL_DIR or path.startswith(INTERNAL_DIR + "/"))
+
+    def child_path(self, parent: Inode, name: str) -> str:
+        """The path of name in parent, if S3 can hold it (EINVAL / ENAMETOOLONG if not)."""
+        if not valid_name(name):
+            raise FsError(errno.ENAMETOOLONG if len(name.encode()) > 255 else errno.EINVAL)
+        path = join(parent.path, name)
+        if len((self.prefix + path + "/").encode()) > KEY_MAX:
+            raise FsError(errno.ENAMETOOLONG, "S3 keys are at most 1,024 bytes")
+        return path
+
+    def new_child_path(self, parent: Inode, name: str) -> str:
+        """child_path for a name about to be created: the internal directory is refused."""
+        path = self.child_path(parent, name)
+        if self.internal(path):
+            log.error("%s: reserved for s3mpfs's upload markers; choose another name", path)
+            raise FsError(errno.EPERM, f"{path} is reserved")
+        return path
+
+    def _fresh(self) -> float:
+        return time.monotonic() + self.metadata_ttl
+
+    def renew(self, inode: Inode) -> None:
+        inode.expiry.renew(self.metadata_ttl)
+
+    # -- what S3 says ------------------------------------------------------------------------
+
+    def set_file_info(self, inode: Inode, info: ObjectInfo) -> None:
+        """Attributes of the object HEAD found: what its x-amz-meta says, else the defaults
+        (never what an earlier object under the same name carried)."""
+        inode.size, inode.etag = info.size, info.etag
+        inode.mtime_ns = int(info.mtime * 1e9)
+        inode.mode = stat.S_IFREG | self.inodes.file_mode
+        inode.uid, inode.gid = self.inodes.uid, self.inodes.gid
+        inode.apply_metadata(info.metadata)
+
+    async def head(self, path: str) -> ObjectInfo | None:
+        try:
+            return await self.store.head(self.prefix + path)
+        except NotFound:
+            return None
+
+    async def _stat_remote(self, path: str) -> tuple[ObjectInfo | None, bool]:
+        """HEAD the file key and list the directory prefix, concurrently."""
+        info: ObjectInfo | None = None
+        is_dir = False
+
+        async def head() -> None:
+            nonlocal info
+            info = await self.head(path)
+
+        async def probe_dir() -> None:
+            nonlocal is_dir
+            page = await self.store.list_page(self.dir_key(path), max_keys=1)
+            is_dir = bool(page.objects or page.prefixes)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(head)
+            n.start_soon(probe_dir)
+        return info, is_dir
+
+    async def ensure_meta(self, inode: Inode) -> None:
+        """HEAD a file whose x-amz-meta we do not know, so a rewrite keeps mode and owner."""
+        if inode.known and inode.etag is not None:
+            return
+        info = await self.head(inode.path)
+        if info is not None:
+            self.set_file_info(inode, info)
+
+    async def dir_meta(self, inode: Inode) -> None:
+        """A directory's mode and times live on its marker object "dir/" (HEAD once)."""
+        if inode.known:
+            return
+        marker = await self.head(inode.path + "/")
+        if marker is not None:
+            inode.apply_metadata(marker.metadata)
+        inode.attrs_stored()
+
+    # -- resolution --------------------------------------------------------------------------
+
+    async def resolve(self, path: str) -> Inode:
+        """The inode for path, from memory while fresh or ours, else from S3 (ENOENT)."""
+        if self.internal(path):
+            raise FsError(errno.ENOENT)
+        inode = self.inodes.by_path(path)
+        now = time.monotonic()
+        if inode is not None and (inode.status.writing or inode.status.changed
+                                  or inode.ino == 1
+                                  or (inode.expiry.fresh(now) and inode.known)):
+            return inode
+        parent, _, name = path.rpartition("/")
+        listing = await self._parent_listing(parent)
+        if listing is not None:
+            entry = listing.get(name)
+            if entry is None:
+                raise FsError(errno.ENOENT)
+            inode = self.entry_inode(parent, entry)
+            if inode.is_dir:
+                await self.dir_meta(inode)
+            if inode.is_dir or inode.known:
+                return inode
+        elif now < self._negative.get(path, 0.0):
+            raise FsError(errno.ENOENT)
+        if listing is not None:  # a listed file whose x-amz-meta we do not know yet
+            info, is_dir = await self.head(path), False
+        else:
+            info, is_dir = await self._stat_remote(path)
+        if is_dir:
+            if info is not None:
+                log.warning("%r is both an object and a prefix; showing the directory", path)
+            inode = self.inodes.upsert(path, Kind.DIR)
+            await self.dir_meta(inode)
+        elif info is not None:
+            inode = self.inodes.upsert(path, Kind.FILE)
+            self.set_file_info(inode, info)
+        else:
+            self.removed(path)
+            raise FsError(errno.ENOENT)
+        self.renew(inode)
+        return inode
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.resolve(path)
+        except FsError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    async def refresh(self, inode: Inode) -> None:
+        """getattr of a file whose attributes expired: HEAD it again (gone: left as is, the
+        next lookup says ENOENT)."""
+        if (inode.is_dir or inode.status.writing or inode.status.changed
+                or inode.open_handles or inode.expiry.fresh()):
+            return
+        try:
+            self.set_file_info(inode, await self.store.head(self.key(inode)))
+            self.renew(inode)
+        except NotFound:
+            pass
+
+    # -- listings ----------------------------------------------------------------------------
+
+    def _listing(self, dir_path: str) -> dict[str, DirEntry] | None:
+        cached = self._listings.get(dir_path)
+        if cached is None or time.monotonic() >= cached[0]:
+            return None
+        return cached[1]
+
+    def remember_listing(self, dir_path: str, entries: list[DirEntry]) -> None:
+        if self.metadata_ttl > 0:
+            self._listings[dir_path] = (self._fresh(), {e.name: e for e in entries})
+            self._big_dirs.pop(dir_path, None)
+
+    async def _parent_listing(self, dir_path: str) -> dict[str, DirEntry] | None:
+        listing = self._listing(dir_path)
+        if listing is not None or self.metadata_ttl <= 0:
+            return listing
+        if time.monotonic() < self._big_dirs.get(dir_path, 0.0):
+            return None
+        entries = await list_dir(self.store, self.dir_key(dir_path), max_pages=1)
+        if entries is None:
+            self._big_dirs[dir_path] = self._fresh()
+            return None
+        entries += self._pending_children(dir_path, {e.name for e in entries})
+        self.remember_listing(dir_path, entries)
+        return self._listing(dir_path)
+
+    async def read_dir(self, inode: Inode) -> list[DirEntry]:
+        """Every entry of a directory (all pages), files being written included."""
+        entries = await list_dir(self.store, self.dir_key(inode.path))
+        assert entries is not None
+        entries += self._pending_children(inode.path, {e.name for e in entries})
+        entries.sort(key=lambda e: e.name)
+        self.remember_listing(inode.path, entries)
+        return entries
+
+    def _pending_children(self, dir_path: str, listed: set[str]) -> list[DirEntry]:
+        """Files being written are not in S3 yet, but ls must show them."""
+        out = []
+        for child in self.inodes.children(dir_path):
+            name = child.path.rpartition("/")[2]
+            if name not in listed and child.status.writing:
+                out.append(DirEntry(name, child.kind, self._size_of(child)))
+        return out
+
+    def writing_children(self, dir_path: str) -> list[Inode]:
+        return [c for c in self.inodes.children(dir_path) if c.status.writing]
+
+    def entry_inode(self, parent_path: str, entry: DirEntry) -> Inode:
+        inode = self.inodes.upsert(join(parent_path, entry.name), entry.kind)
+        if entry.kind is Kind.FILE and not inode.status.writing and (
+                entry.etag != inode.etag or inode.etag is None):
+            # A new or changed object: listing attributes until a lookup HEADs it.
+            inode.size, inode.etag = entry.size, entry.etag
+            inode.mtime_ns = int(entry.mtime * 1e9)
+            inode.attrs_listed()
+        self.renew(inode)
+        return inode
+
+    # -- this mount's own changes --------------------------------------------------------------
+
+    def created(self, path: str, entry: DirEntry) -> None:
+        self._negative.pop(path, None)
+        parent, _, name = path.rpartition("/")
+        listing = self._listing(parent)
+        if listing is not None:
+            listing[name] = entry
+
+    def created_dir(self, path: str) -> None:
+        """A directory this mount made: it is empty, so lookups in it are free."""
+        self.created(path, DirEntry(path.rpartition("/")[2], Kind.DIR))
+        self.remember_listing(path, [])
+
+    def removed(self, path: str) -> None:
+        parent, _, name = path.rpartition("/")
+        listing = self._listing(parent)
+        if listing is not None:
+            listing.pop(name, None)
+        if self.negative_ttl > 0:
+            self._negative[path] = time.monotonic() + self.negative_ttl
+
+    def dropped(self, path: str) -> None:
+        """A directory went or moved: forget the listings of it and below it."""
+        for p in [p for p in self._listings if p == path or p.startswith(path + "/")]:
+            del self._listings[p]
