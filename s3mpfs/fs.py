@@ -38,32 +38,19 @@ from typing import Any
 import trio
 
 from s3mpfs import openers, xattrs
-from s3mpfs.config import MAX_PART_SIZE, UploadConfig
-from s3mpfs.errors import FsError, StoreError
+from s3mpfs.attrstore import AttrStore
+from s3mpfs.config import UploadConfig
+from s3mpfs.errors import FsError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
-from s3mpfs.inodes import Inode, Kind, Status
+from s3mpfs.inodes import Inode, Kind
 from s3mpfs.listing import DirEntry
 from s3mpfs.namespace import Namespace
-from s3mpfs.objcopy import copy_object
 from s3mpfs.prefetch import ReadBudget, Reader
+from s3mpfs.renames import Renamer
 from s3mpfs.store.base import ObjectInfo, ObjectStore
 from s3mpfs.upload import Existing, PartBudget, State, Upload
 
 log = logging.getLogger(__name__)
-
-# renameat2(2) flags
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-# A chmod/chown/utimens on a just-written dot-file (rsync's ".name.XXXXXX" temp files) waits
-# this long for the rename rsync does next, so the rename's CopyObject carries the new metadata
-# and the separate self-copy is saved (3 requests per rsync'd file instead of 4). The risk: a
-# daemon crash inside the window loses that attribute change (never data; the next rsync
-# re-sends the file). Every other attribute change is stored at once. 2 s leaves room for a
-# loaded machine between rsync's close, utimens and rename.
-FOLD_WINDOW = 2.0
-# Objects copied at once when a directory is renamed.
-RENAME_PARALLEL = 16
-
 
 @dataclass(frozen=True)
 class FsOptions:
@@ -111,7 +98,9 @@ class Filesystem:
             keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
         self.read_budget = ReadBudget()  # prefetched bytes across all read handles
         self._nursery: trio.Nursery | None = None
-        self._pending_meta: set[Inode] = set()
+        self.attrs = AttrStore(store, self.names, self.handles)
+        self.renames = Renamer(store, self.names, self.handles, self.attrs,
+                               no_clobber=self.opts.no_clobber)
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
         # a forked child's close from the opener's (openers.py). None: every flush commits.
         self.mount_id: int | None = None
@@ -119,6 +108,7 @@ class Filesystem:
     def start(self, nursery: trio.Nursery) -> None:
         """Part uploads run as tasks in this nursery, which must outlive every handle."""
         self._nursery = nursery
+        self.attrs.start(nursery)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -183,42 +173,9 @@ class Filesystem:
                     value = stat.S_IFMT(inode.mode) | stat.S_IMODE(value)
                 changed |= getattr(inode, name) != value
                 setattr(inode, name, value)
-        if not changed:
-            return inode
-        pending = writer is not None and writer.state in (State.NEW, State.DIRTY)
-        if pending and writer is not None and writer.metadata_sent is None:
-            pass  # rides on CreateMultipartUpload / PutObject
-        elif pending:
-            inode.attrs_changed()  # applied after the upload completes (flush/release)
-        elif inode.etag is None and not inode.is_dir:
-            pass  # nothing stored yet (an upload failed): kept in memory only
-        elif self._foldable(inode):
-            inode.attrs_changed()
-            if inode not in self._pending_meta:
-                self._pending_meta.add(inode)
-                assert self._nursery is not None
-                self._nursery.start_soon(self._store_metadata_later, inode)
-        else:
-            await self._store_metadata(inode)
+        if changed:
+            await self.attrs.changed(inode, writer)
         return inode
-
-    def _foldable(self, inode: Inode) -> bool:
-        name = inode.path.rpartition("/")[2]
-        return (name.startswith(".") and not inode.is_dir and self._nursery is not None
-                and time.monotonic() - inode.committed_at < FOLD_WINDOW)
-
-    async def _store_metadata_later(self, inode: Inode) -> None:
-        await trio.sleep(FOLD_WINDOW)
-        await self._flush_pending_meta(inode)
-
-    async def _flush_pending_meta(self, inode: Inode) -> None:
-        self._pending_meta.discard(inode)
-        if inode.status is not Status.CHANGED:  # stored already, or a writer will store it
-            return
-        try:
-            await self._store_metadata(inode)
-        except (FsError, StoreError) as exc:
-            log.error("%s: could not store changed attributes: %s", inode.path, exc)
 
     async def _truncate_closed(self, inode: Inode, size: int) -> None:
         """truncate(2) of a stored file: a new upload on the old object (kept range copied
@@ -234,159 +191,13 @@ class Filesystem:
         finally:
             await upload.close()
 
-    async def _store_metadata(self, inode: Inode) -> None:
-        """Rewrite x-amz-meta-* of a stored object: CopyObject onto itself (S3 has no other
-        way to change metadata), pinned to the ETag we know."""
-        inode.attrs_stored()
-        if inode.is_dir:
-            await self.store.put(self.names.dir_key(inode.path), b"",
-                                 metadata=inode.metadata())
-            return
-        old = inode.etag
-        inode.etag = await copy_object(self.store, self.key(inode), self.key(inode),
-                                       size=inode.size, etag=inode.etag,
-                                       metadata=inode.metadata())
-        for handle in self.handles.writers_of(inode):  # an open, unchanged file stands on it
-            if handle.upload.etag == old:
-                handle.upload.etag = inode.etag
-
-    # -- rename ----------------------------------------------------------------------------
+    # -- rename (renames.py) ----------------------------------------------------------------
 
     async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
                      flags: int = 0) -> None:
-        """rename(2) as S3 allows: a file is copied server side, then the old key deleted; a
-        directory copies every key below it (in parallel), then deletes the old ones. Neither
-        is atomic: a crash midway leaves the copies *and* the originals, never neither."""
         self._writable()
-        if flags & RENAME_EXCHANGE:
-            log.error("rename: RENAME_EXCHANGE cannot be done on S3 (no atomic swap)")
-            raise FsError(errno.EINVAL)
-        src_path = self.names.child_path(self.names.dir(old_parent), old_name)
-        dst_path = self.names.new_child_path(self.names.dir(new_parent), new_name)
-        inode = await self.names.resolve(src_path)
-        if src_path == dst_path:
-            return
-        try:
-            target: Inode | None = await self.names.resolve(dst_path)
-        except FsError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            target = None
-        if target is not None:
-            if flags & RENAME_NOREPLACE or (self.opts.no_clobber and not target.is_dir):
-                raise FsError(errno.EEXIST)
-            if target.is_dir and not inode.is_dir:
-                raise FsError(errno.EISDIR)
-            if inode.is_dir and not target.is_dir:
-                raise FsError(errno.ENOTDIR)
-            if target.is_dir and not await self._dir_is_empty(target):
-                raise FsError(errno.ENOTEMPTY)
-        if inode.is_dir:
-            if dst_path.startswith(src_path + "/"):
-                raise FsError(errno.EINVAL, "cannot move a directory into itself")
-            await self._rename_dir(inode, dst_path, target)
-        else:
-            await self._rename_file(inode, dst_path, target)
-        self.names.removed(src_path)
-        self.names.created(dst_path, DirEntry(dst_path.rpartition("/")[2], inode.kind,
-                                              self.size_of(inode), time.time(), inode.etag))
-
-    async def _move(self, src: str, dst: str, etag: str, size: int,
-                    metadata: dict[str, str] | None = None) -> str:
-        new_etag = await copy_object(self.store, src, dst, size=size, etag=etag,
-                                     metadata=metadata)
-        await self.store.delete(src)
-        return new_etag
-
-    def _drop_target(self, target: Inode | None) -> None:
-        if target is not None:
-            self.handles.clear_writer(target)
-            self.inodes.unlink(target)
-
-    async def _rename_file(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
-        new_key = self.opts.prefix + dst_path
-        if target is not None:
-            for handle in self.handles.writers_of(target):
-                await handle.upload.discard()
-        self._drop_target(target)
-        uploads = [h.upload for h in self.handles.writers_of(inode)]
-        if uploads:
-            old_key = self.key(inode)
-            # An old object no writer committed (the file was opened with O_TRUNC) goes too.
-            stale = inode.etag is not None and all(u.etag is None for u in uploads)
-            for upload in uploads:
-                await upload.rename(new_key, self._move)
-                if upload.etag is not None:  # what S3 holds now, under the new name
-                    inode.etag, inode.size = upload.etag, upload.committed_size
-            if stale:
-                await self.store.delete(old_key)
-        else:
-            metadata = None
-            folded = inode.status is Status.CHANGED
-            if folded:  # a folded chmod/utimens rides on this copy
-                metadata = inode.metadata()
-            elif inode.size > MAX_PART_SIZE:  # beyond CopyObject: a multipart copy
-                await self.names.ensure_meta(inode)
-                metadata = inode.metadata()
-            if inode.etag is None:
-                await self.names.ensure_meta(inode)
-            assert inode.etag is not None
-            inode.etag = await self._move(self.key(inode), new_key, inode.etag, inode.size,
-                                          metadata)
-            if folded:
-                inode.attrs_stored()
-            self._pending_meta.discard(inode)
-        self.inodes.rename(inode, dst_path)
-        if uploads and inode.status.changed and inode.etag is not None:
-            await self._store_metadata(inode)  # set while the upload was open
-
-    async def _dir_is_empty(self, inode: Inode) -> bool:
-        dir_key = self.names.dir_key(inode.path)
-        page = await self.store.list_page(dir_key, max_keys=2)
-        others = [o for o in page.objects if o.key != dir_key]
-        return not (others or page.prefixes or self.names.writing_children(inode.path))
-
-    async def _rename_dir(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
-        src_prefix, dst_prefix = self.names.dir_key(inode.path), self.names.dir_key(dst_path)
-        objects: list[ObjectInfo] = []
-        token: str | None = None
-        while True:
-            page = await self.store.list_page(src_prefix, delimiter=None, token=token)
-            objects += page.objects
-            token = page.next_token
-            if token is None:
-                break
-        if target is not None:
-            await self.store.delete(dst_prefix)  # the empty target's marker
-            self._drop_target(target)
-        limit = trio.Semaphore(RENAME_PARALLEL)
-
-        async def copy_one(obj: ObjectInfo) -> None:
-            async with limit:
-                await copy_object(self.store, obj.key, dst_prefix + obj.key[len(src_prefix):],
-                                  size=obj.size, etag=obj.etag or None, metadata=None)
-
-        async with trio.open_nursery() as nursery:
-            for obj in objects:
-                nursery.start_soon(copy_one, obj)
-        if not objects:  # an implicit, empty directory: give the new name a marker
-            await self.store.put(dst_prefix, b"", metadata=inode.metadata())
-        for handle in self.handles.writers():
-            if handle.inode.path.startswith(inode.path + "/"):
-                rest = handle.inode.path[len(inode.path):]
-                await handle.upload.rename(self.opts.prefix + dst_path + rest, self._move)
-
-        async def delete_one(obj: ObjectInfo) -> None:
-            async with limit:
-                await self.store.delete(obj.key)
-
-        async with trio.open_nursery() as nursery:
-            for obj in objects:
-                nursery.start_soon(delete_one, obj)
-        self.names.dropped(inode.path)
-        log.info("renamed directory %s -> %s: %d objects copied", inode.path, dst_path,
-                 len(objects))
-        self.inodes.rename(inode, dst_path)
+        await self.renames.rename(self.names.dir(old_parent), old_name,
+                                  self.names.dir(new_parent), new_name, flags)
 
     # -- directories ---------------------------------------------------------------------
 
@@ -444,7 +255,7 @@ class Filesystem:
         inode = await self.names.resolve(self.names.child_path(parent, name))
         if not inode.is_dir:
             raise FsError(errno.ENOTDIR)
-        if not await self._dir_is_empty(inode):
+        if not await self.names.dir_is_empty(inode):
             raise FsError(errno.ENOTEMPTY)
         await self.store.delete(self.names.dir_key(inode.path))
         self.names.removed(inode.path)
@@ -594,7 +405,7 @@ class Filesystem:
             self.names.created(inode.path, DirEntry(
                 inode.path.rpartition("/")[2], Kind.FILE, inode.size, time.time(), etag))
             if inode.status.changed:
-                await self._store_metadata(inode)
+                await self.attrs.store_now(inode)
 
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)
@@ -615,7 +426,7 @@ class Filesystem:
                 await self._commit(handle)
             elif (upload.state is State.CLEAN and inode.status.changed
                   and self.handles.writer(inode) is upload and inode.etag is not None):
-                await self._store_metadata(inode)  # changed after the last commit
+                await self.attrs.store_now(inode)  # changed after the last commit
         except FsError as exc:
             # FUSE discards release errors; the log is the only place this can go.
             log.error("%s: upload failed after the last close: %s", inode.path, exc)
@@ -624,7 +435,7 @@ class Filesystem:
             if self.handles.clear_writer(inode, upload) and upload.state is State.FAILED:
                 # S3 holds the old object (or none): forget what this writer told us.
                 inode.forget_attrs()
-                self._pending_meta.discard(inode)
+                self.attrs.carried(inode)
 
     # -- extended attributes: read-only, served by s3mpfs/xattrs.py -----------------------
 
@@ -669,5 +480,4 @@ class Filesystem:
         for handle in self.handles.writers():
             await handle.upload.abort("unmounted while open for writing")
             await handle.upload.close()
-        for inode in list(self._pending_meta):
-            await self._flush_pending_meta(inode)
+        await self.attrs.shutdown()

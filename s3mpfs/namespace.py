@@ -55,7 +55,7 @@ class Namespace:
         self.inodes = InodeTable(uid=uid, gid=gid, file_mode=file_mode, dir_mode=dir_mode)
         # The size a file being written shows (its upload's); listings of a directory include
         # such files before S3 does.
-        self._size_of = size_of or (lambda inode: inode.size)
+        self.size_of = size_of or (lambda inode: inode.size)
         # dir path -> (valid until, name -> entry)
         self._listings: dict[str, tuple[float, dict[str, DirEntry]]] = {}
         self._big_dirs: dict[str, float] = {}  # dir path -> valid until
@@ -267,11 +267,16 @@ class Namespace:
         for child in self.inodes.children(dir_path):
             name = child.path.rpartition("/")[2]
             if name not in listed and child.status.writing:
-                out.append(DirEntry(name, child.kind, self._size_of(child)))
+                out.append(DirEntry(name, child.kind, self.size_of(child)))
         return out
 
-    def writing_children(self, dir_path: str) -> list[Inode]:
-        return [c for c in self.inodes.children(dir_path) if c.status.writing]
+    async def dir_is_empty(self, inode: Inode) -> bool:
+        """No key below the directory (its marker aside) and no file being written in it."""
+        dir_key = self.dir_key(inode.path)
+        page = await self.store.list_page(dir_key, max_keys=2)
+        others = [o for o in page.objects if o.key != dir_key]
+        writing = [c for c in self.inodes.children(inode.path) if c.status.writing]
+        return not (others or page.prefixes or writing)
 
     def entry_inode(self, parent_path: str, entry: DirEntry) -> Inode:
         inode = self.inodes.upsert(join(parent_path, entry.name), entry.kind)
