@@ -116,6 +116,34 @@ def test_metadata_ttl_decides_when_other_clients_changes_show(
         m.unmount()
 
 
+@pytest.mark.parametrize("ttl", ["0", "5"])
+def test_internal_directory_is_never_visible(
+        fuse: None, bucket: str, s3: Any, server: S3Server, tmp_path: Path, ttl: str) -> None:
+    """.s3mpfs/ at the bucket's root holds upload markers: no listing shows it, no lookup
+    finds it (also with --metadata-ttl 0, where every lookup asks S3), nothing creates it."""
+    s3.put_object(Bucket=bucket, Key=".s3mpfs/uploads/0123", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key="visible", Body=b"v")
+    m = Mount(bucket, tmp_path / "mnt", server.url, tmp_path / "s3mpfs.log",
+              extra=["--metadata-ttl", ttl])
+    try:
+        m.start()
+        internal = m.mountpoint / ".s3mpfs"
+        for _ in range(2):  # the second time from whatever the first one cached
+            assert os.listdir(m.mountpoint) == ["visible"]
+            for path in (internal, internal / "uploads", internal / "uploads" / "0123"):
+                with pytest.raises(FileNotFoundError):
+                    os.stat(path)
+        with pytest.raises(PermissionError):
+            os.mkdir(internal)
+        with pytest.raises(PermissionError):
+            (internal).write_bytes(b"x")
+        with pytest.raises(PermissionError):
+            os.rename(m.mountpoint / "visible", internal)
+        assert keys(s3, bucket) == {".s3mpfs/uploads/0123", "visible"}
+    finally:
+        m.unmount()
+
+
 def test_read_existing_object(mount: Mount, s3: Any, bucket: str) -> None:
     data = os.urandom(9 * MiB + 17)
     s3.put_object(Bucket=bucket, Key="existing.bin", Body=data)

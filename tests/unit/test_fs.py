@@ -474,6 +474,32 @@ async def test_prefix_option_maps_paths_below_the_prefix(mem: MemoryStore) -> No
     assert mem.objects["pre/d/f"].data == b"hi"
 
 
+@pytest.mark.parametrize("ttl", [0.0, 5.0])
+async def test_internal_directory_is_no_name_at_the_root(mem: MemoryStore, ttl: float) -> None:
+    await mem.put(".s3mpfs/uploads/0123", b"{}", metadata={})
+    async with trio.open_nursery() as n:
+        fs = Filesystem(mem, _opts(metadata_ttl=ttl))
+        fs.start(n)
+        assert sorted(await _readdir(fs, ROOT_INODE)) == [".", ".."]
+        heads = mem.counts["HeadObject"]
+        assert await _errno(fs.lookup(ROOT_INODE, ".s3mpfs")) == errno.ENOENT
+        assert mem.counts["HeadObject"] == heads  # refused without asking S3
+        assert await _errno(_create(fs, ".s3mpfs")) == errno.EPERM
+        assert await _errno(fs.mkdir(ROOT_INODE, ".s3mpfs", 0o755, UID, GID)) == errno.EPERM
+        d = await fs.mkdir(ROOT_INODE, "d", 0o755, UID, GID)
+        _, fh = await _create(fs, ".s3mpfs", parent=d.ino)  # only the root's is reserved
+        await fs.release(fh)
+    assert set(mem.objects) == {".s3mpfs/uploads/0123", "d/", "d/.s3mpfs"}
+
+
+async def test_internal_directory_is_an_ordinary_name_below_a_prefix(mem: MemoryStore) -> None:
+    await mem.put("pre/.s3mpfs", b"mine", metadata={})
+    async with trio.open_nursery() as n:
+        fs = Filesystem(mem, _opts(prefix="pre/"))
+        fs.start(n)
+        assert (await fs.lookup(ROOT_INODE, ".s3mpfs")).size == 4
+
+
 async def test_names_s3_cannot_hold_are_refused(fs: Filesystem) -> None:
     assert await _errno(_create(fs, "x" * 256)) == errno.ENAMETOOLONG
     assert await _errno(fs.mkdir(ROOT_INODE, "y" * 256, 0o755, UID, GID)) == errno.ENAMETOOLONG
