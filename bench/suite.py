@@ -53,7 +53,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -74,21 +73,28 @@ from typing import Any
 
 from bench.common import (
     MB,
+    REPO,
     TEST_CREDENTIALS,
     GiB,
     MiB,
     MotoServer,
     Mount,
+    children_cpu,
     count_logged_requests,
     cpu_seconds,
     drop_cached,
+    first_line,
     loadavg,
+    log,
     machine_busy_seconds,
     machine_facts,
     make_client,
     package_version,
     parse_size,
     read_through,
+    reset_hwm,
+    run_cmd,
+    self_cpu,
     status_kib,
     stop_pid,
     tmpfs_dir,
@@ -97,7 +103,6 @@ from bench.common import (
     wait_until_quiet,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CEPH_TOOL = REPO.parent / "shared" / "tools" / "ceph-rgw"
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
 
@@ -115,58 +120,6 @@ GOAL_READ_VS_RAW = 0.8
 
 
 # -- small helpers ------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def first_line(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0].strip() if text else "?"
-
-
-def run_cmd(argv: list[str], timeout: float, *, shell: bool = False,
-            ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion; kill it after `timeout`; raise on other exit codes."""
-    proc = subprocess.Popen(argv if not shell else ["bash", "-c", argv[0]],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=30)
-        raise TimeoutError(f"{argv[0][:60]} still running after {timeout:.0f} s") from None
-    if proc.returncode not in ok_codes:
-        raise RuntimeError(f"{argv[0][:60]} exited with {proc.returncode}: "
-                           f"{(err or out).strip()[-300:]}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def reset_hwm(pid: int) -> bool:
-    """Reset VmHWM of `pid` (Linux: 5 > /proc/PID/clear_refs; needs ownership or root)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5\n")
-        return True
-    except OSError:
-        return False
 
 
 def free_ceph_ports() -> tuple[int, int]:
