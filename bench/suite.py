@@ -56,7 +56,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import statistics
 import subprocess
@@ -78,7 +77,6 @@ from bench.common import (
     GiB,
     MiB,
     MotoServer,
-    Mount,
     children_cpu,
     count_logged_requests,
     cpu_seconds,
@@ -98,16 +96,23 @@ from bench.common import (
     status_kib,
     stop_pid,
     tmpfs_dir,
-    unmount,
-    wait_for,
     wait_until_quiet,
+)
+from bench.systems import (
+    DURABLE_PEERS,
+    FUSE_SYSTEMS,
+    SYSTEMS,
+    CephServer,
+    Mounts,
+    Target,
+    ensure_packages,
+    split_cores,
+    versions,
 )
 
 DEFAULT_CEPH_TOOL = REPO.parent / "shared" / "tools" / "ceph-rgw"
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
 
-FUSE_SYSTEMS = ("s3mpfs", "s3fs", "rclone-off", "rclone-writes")
-DURABLE_PEERS = ("s3fs", "rclone-off")  # close() returns once the object is stored
 BUSY_CORES = 0.5  # other processes above this many cores on average: a disturbed run
 
 GOAL_WRITE_VS_RAW = 0.9
@@ -117,99 +122,6 @@ GOAL_RSS_FLAT_MIB = 10.0
 GOAL_RSYNC_VS_PEER = 4.0
 GOAL_RSYNC_REQ_PER_FILE = 3.0
 GOAL_READ_VS_RAW = 0.8
-
-
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def free_ceph_ports() -> tuple[int, int]:
-    """A free RGW port and a free mon port whose msgr-v1 twin (mon + 3489) is free too."""
-
-    def free(port: int = 0) -> int | None:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return None
-            return int(s.getsockname()[1])
-
-    rgw = free()
-    assert rgw is not None
-    for _ in range(100):
-        mon = free()
-        if mon and mon != rgw and mon + 3489 < 65536 and free(mon + 3489):
-            return rgw, mon
-    raise RuntimeError("no free ports for Ceph")
-
-
-def ensure_packages(packages: dict[str, str]) -> None:
-    """apt-get install the Debian packages (command -> package) whose command is missing."""
-    missing = sorted({pkg for cmd, pkg in packages.items() if shutil.which(cmd) is None})
-    if not missing:
-        return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise RuntimeError(f"missing {', '.join(missing)}: install them (apt-get install)")
-    log(f"apt-get install {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
-    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
-
-
-# -- servers ------------------------------------------------------------------------------------
-
-
-class CephServer:
-    """A private one-node Ceph RGW from the shared tool: own CEPH_DIR, free ports, RGW_DEBUG=1."""
-
-    def __init__(self, tool: Path, base: Path, size_gb: int) -> None:
-        self.tool = tool
-        self.size_gb = size_gb
-        self.dir = Path(tempfile.mkdtemp(prefix="ceph-", dir=base))
-        self.rgw_port, self.mon_port = free_ceph_ports()
-        self.started = False
-        self.env_vars: dict[str, str] = {}
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "CEPH_DIR": str(self.dir), "RGW_PORT": str(self.rgw_port),
-                "MON_PORT": str(self.mon_port), "RGW_DEBUG": "1",
-                "CEPH_SIZE_GB": str(self.size_gb), "CEPH_FRESH": "1"}
-
-    def start(self) -> None:
-        self.started = True  # from here on stop() must run, even if start.sh fails halfway
-        r = subprocess.run([str(self.tool / "start.sh")], env=self._env(), capture_output=True,
-                           text=True, timeout=300)
-        if r.returncode != 0:
-            raise RuntimeError(f"Ceph start.sh failed ({r.returncode}): "
-                               f"{(r.stdout + r.stderr)[-1500:]}")
-        for line in (self.dir / "s3.env").read_text().splitlines():
-            k, _, v = line.partition("=")
-            self.env_vars[k] = v
-
-    @property
-    def endpoint(self) -> str:
-        return self.env_vars["S3_ENDPOINT"]
-
-    @property
-    def pids(self) -> list[int]:
-        out = []
-        for n in ("mon", "osd", "rgw"):
-            with contextlib.suppress(OSError, ValueError):
-                out.append(int((self.dir / "pids" / n).read_text()))
-        return out
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "log" / "client.rgw.a.log"
-
-    def stop(self) -> None:
-        if not self.started:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            return
-        subprocess.run([str(self.tool / "stop.sh"), "--wipe"], env=self._env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- S3 request counting ------------------------------------------------------------------------
@@ -337,64 +249,6 @@ class Sampler:
         self._thread.join()
 
 
-# -- mounts -------------------------------------------------------------------------------------
-
-
-class DaemonMount:
-    """A FUSE daemon run in the foreground as our child: s3fs -f, rclone mount."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str], mountpoint: Path,
-                 log_file: Path) -> None:
-        self.cmd, self.env, self.mountpoint, self.log_file = cmd, env, mountpoint, log_file
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 30) -> None:
-        with open(self.log_file, "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env)
-
-        def mounted() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode}: {tail}")
-            return os.path.ismount(self.mountpoint)
-
-        wait_for(mounted, timeout, f"{self.cmd[0]} to mount {self.mountpoint}")
-
-    def stop(self, timeout: float = 60) -> None:
-        unmount(self.mountpoint, self.proc, timeout)
-
-
-@dataclass
-class Target:
-    """What a workload runs against: raw boto3 (no daemon) or a live FUSE mount."""
-
-    system: str
-    raw: bool
-    mnt: Path | None = None
-    handle: Any = None  # Mount | DaemonMount
-    staging: list[Path] = field(default_factory=list)
-    exclude: set[tuple[int, int]] = field(default_factory=set)
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.handle is None else int(self.handle.pid)
-
-    @property
-    def durable_at_close(self) -> bool:
-        return self.system != "rclone-writes"
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.system.lower()).strip("-")
-
-
 # -- results ------------------------------------------------------------------------------------
 
 
@@ -450,7 +304,6 @@ class Suite:
         self.args = args
         self.sz: Sizes = args.sizes
         self.runs: list[Run] = []
-        self.mounts: list[Any] = []  # every mount started and not yet stopped
         self.server_pids: list[int] = []
         self.reqs = RequestCounter(None)
         self.notes: list[str] = []
@@ -461,11 +314,12 @@ class Suite:
         self.disk = Path(tempfile.mkdtemp(prefix="s3mpfs-suite-", dir=args.stage_dir))
         self.bucket = args.bucket or f"suite-{secrets.token_hex(4)}"
         self.skip: set[tuple[str, str]] = set()  # (workload, system) given up on (timeouts)
+        self.mounts = Mounts(self.disk, self.bucket, tuple(args.mount_arg))
 
     # -- clients and cleanup --
 
     def setup_clients(self, endpoint: str, access: str, secret: str, region: str) -> None:
-        self.endpoint, self.access, self.secret, self.region = endpoint, access, secret, region
+        self.mounts.connect(endpoint, access, secret, region)
         self.raw = make_client(endpoint, access, secret, region, 40)
         self.ctl = make_client(endpoint, access, secret, region, 40)  # the suite's own calls
         self.ctl.meta.events.register("before-send.s3", self.reqs.count_own)
@@ -500,77 +354,10 @@ class Suite:
 
     def our_cpu(self) -> float:
         total = self_cpu() + children_cpu() + (self.server_cpu() or 0.0)
-        for m in self.mounts:
+        for m in self.mounts.live:
             with contextlib.suppress(OSError, AssertionError):
                 total += cpu_seconds(m.pid)
         return total
-
-    # -- mounts --
-
-    def mount(self, system: str, tag: str) -> Target:
-        mnt = self.disk / f"mnt-{system}-{tag}"
-        mnt.mkdir()
-        logf = self.disk / f"{system}-{tag}.log"
-        stage = self.disk / f"stage-{system}-{tag}"
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access,
-               "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_DEFAULT_REGION": self.region}
-        env.pop("AWS_PROFILE", None)
-        staging: list[Path] = []
-        handle: Any
-        if system == "s3mpfs":
-            handle = Mount(self.bucket, mnt, self.endpoint, env, logf,
-                           tuple(self.args.mount_arg))
-        elif system == "s3fs":
-            stage.mkdir()
-            staging = [stage]
-            pw = self.disk / "s3fs.passwd"
-            if not pw.exists():
-                pw.write_text(f"{self.access}:{self.secret}\n")
-                pw.chmod(0o600)
-            opts = (f"url={self.endpoint},use_path_request_style,passwd_file={pw},"
-                    f"endpoint={self.region},tmpdir={stage}")
-            handle = DaemonMount(["s3fs", self.bucket, str(mnt), "-f", "-o", opts], env, mnt,
-                                 logf)
-        elif system in ("rclone-off", "rclone-writes"):
-            stage.mkdir()
-            staging = [stage]
-            conf = self.disk / "rclone.conf"
-            if not conf.exists():
-                conf.write_text(
-                    "[bench]\ntype = s3\nprovider = Ceph\n"
-                    f"access_key_id = {self.access}\nsecret_access_key = {self.secret}\n"
-                    f"endpoint = {self.endpoint}\nregion = {self.region}\n"
-                    "force_path_style = true\n")
-                conf.chmod(0o600)
-            env.pop("AWS_CA_BUNDLE", None)  # rclone 1.60 fails when it is set
-            mode = "off" if system == "rclone-off" else "writes"
-            handle = DaemonMount(["rclone", "--config", str(conf), "mount",
-                                  f"bench:{self.bucket}", str(mnt), "--vfs-cache-mode", mode,
-                                  "--cache-dir", str(stage)], env, mnt, logf)
-        else:
-            raise ValueError(system)
-        self.mounts.append(handle)
-        try:
-            handle.start()
-        except BaseException:
-            self.unmount_handle(handle)
-            raise
-        exclude: set[tuple[int, int]] = set()
-        with contextlib.suppress(OSError):
-            st = os.stat(logf)
-            exclude.add((st.st_dev, st.st_ino))
-        return Target(system, False, mnt, handle, staging, exclude)
-
-    def unmount_handle(self, handle: Any) -> None:
-        try:
-            handle.stop()
-        finally:
-            if handle in self.mounts:
-                self.mounts.remove(handle)
-
-    def unmount(self, t: Target) -> None:
-        if t.handle is not None:
-            self.unmount_handle(t.handle)
 
     # -- durability for rclone-writes --
 
@@ -1004,15 +791,15 @@ class Suite:
                             self.notes.append(f"{wl} on {s}: timed out in round {n}; "
                                               "later rounds skipped")
                         if not fresh_per_run:  # a fresh daemon for the next round
-                            self.unmount(t)
+                            self.mounts.unmount(t)
                             targets[s] = self.try_mount(wl, s, f"{wl}-r{n}")
                     finally:
                         if fresh_per_run:
-                            self.unmount(t)
+                            self.mounts.unmount(t)
         finally:
             for t in targets.values():
                 if t is not None:
-                    self.unmount(t)
+                    self.mounts.unmount(t)
             if wl == "read":
                 with contextlib.suppress(Exception):
                     self.ctl.delete_object(Bucket=self.bucket, Key=self.read_key)
@@ -1022,7 +809,7 @@ class Suite:
 
     def try_mount(self, wl: str, system: str, tag: str) -> Target | None:
         try:
-            return self.mount(system, tag)
+            return self.mounts.mount(system, tag)
         except Exception as e:
             run = Run(wl, system, 0, error=f"mount failed: {type(e).__name__}: {e}"[:400])
             self.runs.append(run)
@@ -1040,7 +827,7 @@ class Suite:
         total = reps * self.src.stat().st_size
         log(f"\n== rss-10g: {total / GiB:.1f} GiB written once through s3mpfs, RSS sampled "
             f"(loadavg {loadavg()}, {self.elapsed()})")
-        t = self.mount("s3mpfs", "rss")
+        t = self.mounts.mount("s3mpfs", "rss")
         key = "rss-long.bin"
         assert t.mnt is not None and t.pid is not None
         path = t.mnt / key
@@ -1087,7 +874,7 @@ class Suite:
         finally:
             with contextlib.suppress(Exception):
                 self.ctl.delete_object(Bucket=self.bucket, Key=key)
-            self.unmount(t)
+            self.mounts.unmount(t)
         return out
 
     # -- profiling --
@@ -1140,7 +927,7 @@ class Suite:
                 except subprocess.TimeoutExpired:
                     stop_pid(spy)
             if t is not None:
-                self.unmount(t)
+                self.mounts.unmount(t)
             if wl == "read":
                 with contextlib.suppress(Exception):
                     self.ctl.delete_object(Bucket=self.bucket, Key=self.read_key)
@@ -1680,7 +1467,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.systems = [s for s in args.systems.split(",") if s]
     bad = [w for w in args.workloads if w not in Suite.WORKLOADS]
-    bad += [s for s in args.systems if s not in ("boto3", *FUSE_SYSTEMS)]
+    bad += [s for s in args.systems if s not in SYSTEMS]
     if bad:
         p.error(f"unknown workloads/systems: {bad}")
     if args.ceph_size_gb is None:
@@ -1690,26 +1477,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def versions(server: str) -> dict[str, str]:
-    git = "?"
-    with contextlib.suppress(Exception):
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "s3mpfs"],
-                               capture_output=True, text=True).stdout.strip()
-        git = head + (" + uncommitted changes in s3mpfs/" if dirty else "")
-    return {
-        "server": server,
-        "s3mpfs": f"{package_version('s3mpfs')} (git {git})",
-        "boto3": package_version("boto3"), "botocore": package_version("botocore"),
-        "pyfuse3": package_version("pyfuse3"), "trio": package_version("trio"),
-        "s3fs": first_line(["s3fs", "--version"]),
-        "rclone": first_line(["rclone", "version"]),
-        "fuse": first_line(["fusermount3", "--version"]),
-        "rsync": first_line(["rsync", "--version"]),
-    }
 
 
 def rerender(args: argparse.Namespace) -> int:
@@ -1732,24 +1499,6 @@ def rerender(args: argparse.Namespace) -> int:
     goals = evaluate_goals(rows, rss_long)
     write_outputs(args, suite, info, rows, goals, rss_long, data.get("profiles") or {})
     return 0
-
-
-def split_cores(server_pids: list[int]) -> str:
-    """Pin every thread of the server's processes to CPU 0 and this process (so every client
-    and daemon it starts later) to the other CPUs."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2 or not server_pids:
-        raise SystemExit("--split-cores needs 2+ CPUs and the server's PIDs (--server-pid)")
-    server, rest = {cpus[0]}, set(cpus[1:])
-    for pid in server_pids:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(int(tid), server)
-    for tid in os.listdir("/proc/self/task"):  # threads started later inherit it
-        os.sched_setaffinity(int(tid), rest)
-    text = f"server on {sorted(server)}, clients and daemons on {sorted(rest)}"
-    log(f"cpus: {text}")
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1850,9 +1599,7 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(args, suite, info, rows, goals, rss_long, profiles)
         return 0
     finally:
-        for m in list(suite.mounts):
-            with contextlib.suppress(Exception):
-                suite.unmount_handle(m)
+        suite.mounts.stop_all()
         if made_bucket:
             with contextlib.suppress(Exception):
                 suite.delete_prefix("")
