@@ -56,17 +56,14 @@ import re
 import secrets
 import shutil
 import signal
-import stat
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +74,11 @@ from bench.common import (
     GiB,
     MiB,
     MotoServer,
-    children_cpu,
-    count_logged_requests,
     cpu_seconds,
     drop_cached,
     first_line,
     loadavg,
     log,
-    machine_busy_seconds,
     machine_facts,
     make_client,
     package_version,
@@ -92,12 +86,10 @@ from bench.common import (
     read_through,
     reset_hwm,
     run_cmd,
-    self_cpu,
     status_kib,
-    stop_pid,
     tmpfs_dir,
-    wait_until_quiet,
 )
+from bench.measurements import BUSY_CORES, Profiler, Recorder, RequestCounter, Run, Sampler
 from bench.systems import (
     DURABLE_PEERS,
     FUSE_SYSTEMS,
@@ -113,8 +105,6 @@ from bench.systems import (
 DEFAULT_CEPH_TOOL = REPO.parent / "shared" / "tools" / "ceph-rgw"
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
 
-BUSY_CORES = 0.5  # other processes above this many cores on average: a disturbed run
-
 GOAL_WRITE_VS_RAW = 0.9
 GOAL_WRITE_VS_PEER = 2.0
 GOAL_RSS_MIB = 100.0
@@ -122,166 +112,6 @@ GOAL_RSS_FLAT_MIB = 10.0
 GOAL_RSYNC_VS_PEER = 4.0
 GOAL_RSYNC_REQ_PER_FILE = 3.0
 GOAL_READ_VS_RAW = 0.8
-
-
-# -- S3 request counting ------------------------------------------------------------------------
-
-try:  # the counting proxy's classifier (stdlib only)
-    from tests.helpers.s3proxy import classify as _classify_op
-except Exception:  # pragma: no cover - tests/ not importable: a coarse fallback
-    def _classify_op(method: str, target: str, has_copy_source: bool = False) -> str:
-        return f"{method} {'object' if target.strip('/').count('/') else 'bucket'}"
-
-
-def classify(method: str, target: str) -> str:
-    op = _classify_op(method, target)
-    # An access log line does not show x-amz-copy-source: a PUT of a key is either.
-    return "PutObject/CopyObject" if op == "PutObject" else op
-
-
-class RequestCounter:
-    """S3 requests a server logged between mark() and since_mark(), minus our own control
-    requests (counted with a botocore event hook on the control client)."""
-
-    FLUSH_S = 0.25  # Ceph writes its log from a thread: give it time to catch up
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.offset = 0
-        self.own: Counter[str] = Counter()
-        self._own0: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def count_own(self, event_name: str, **kwargs: Any) -> None:
-        with self._lock:
-            self.own[event_name.rsplit(".", 1)[-1]] += 1
-
-    def mark(self) -> None:
-        if self.path is None:
-            return
-        time.sleep(self.FLUSH_S)
-        with contextlib.suppress(OSError):
-            self.offset = self.path.stat().st_size
-        with self._lock:
-            self._own0 = Counter(self.own)
-
-    def since_mark(self) -> dict[str, int] | None:
-        if self.path is None:
-            return None
-        time.sleep(self.FLUSH_S)
-        counts = count_logged_requests(self.path, self.offset, classify)
-        with self._lock:
-            own = self.own - self._own0
-        for op, n in own.items():
-            name = "PutObject/CopyObject" if op in ("PutObject", "CopyObject") else op
-            counts[name] -= n
-        return {k: v for k, v in counts.most_common() if v > 0}
-
-
-# -- sampling -----------------------------------------------------------------------------------
-
-
-def staging_bytes(pid: int, dirs: list[Path], exclude: set[tuple[int, int]]) -> int:
-    """Disk blocks of the regular files `pid` holds open (deleted ones too: s3fs stages in
-    unlinked temp files) plus those of the files under `dirs`, each inode once."""
-    seen: set[tuple[int, int]] = set(exclude)
-    total = 0
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                st = os.stat(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    for d in dirs:
-        for root, _dirs, files in os.walk(d):
-            for name in files:
-                try:
-                    st = os.lstat(os.path.join(root, name))
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_blocks * 512
-    return total
-
-
-class Sampler:
-    """Every `interval` s: the daemon's VmRSS and staging bytes (max kept; a series if asked)."""
-
-    def __init__(self, pid: int, dirs: list[Path], exclude: set[tuple[int, int]],
-                 interval: float = 0.2, series: bool = False,
-                 extra: Callable[[], Any] | None = None) -> None:
-        self.pid, self.dirs, self.exclude = pid, dirs, exclude
-        self.interval = interval
-        self.rss_max_kib = 0
-        self.staging_max = 0
-        self.series: list[tuple[float, int, Any]] | None = [] if series else None
-        self.extra = extra
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="suite-sampler", daemon=True)
-        self._t0 = time.perf_counter()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                rss = status_kib(self.pid, "VmRSS")
-                self.rss_max_kib = max(self.rss_max_kib, rss)
-                self.staging_max = max(self.staging_max,
-                                       staging_bytes(self.pid, self.dirs, self.exclude))
-                if self.series is not None:
-                    x = None
-                    if self.extra is not None:
-                        with contextlib.suppress(Exception):
-                            x = self.extra()
-                    self.series.append((time.perf_counter() - self._t0, rss, x))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> Sampler:
-        self._t0 = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# -- results ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    workload: str
-    system: str
-    round: int
-    ok: bool = False
-    seconds: float | None = None
-    nbytes: int = 0
-    items: int = 0  # files (rsync) or keys (ls)
-    cpu: float | None = None
-    rss_peak_kib: int | None = None
-    rss_start_kib: int | None = None  # VmRSS when the run started
-    staging_peak: int | None = None
-    requests: dict[str, int] | None = None
-    other_cores: float | None = None
-    server_cpu: float | None = None
-    loadavg: str = ""
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mbps(self) -> float | None:
-        if not self.ok or not self.seconds or not self.nbytes:
-            return None
-        return self.nbytes / self.seconds / MB
-
-    @property
-    def disturbed(self) -> bool:
-        return self.other_cores is not None and self.other_cores > BUSY_CORES
-
 
 # -- the suite ----------------------------------------------------------------------------------
 
@@ -303,9 +133,6 @@ class Suite:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.sz: Sizes = args.sizes
-        self.runs: list[Run] = []
-        self.server_pids: list[int] = []
-        self.reqs = RequestCounter(None)
         self.notes: list[str] = []
         self.t_start = time.monotonic()
         need = 3 * GiB + 3 * self.sz.write
@@ -315,6 +142,7 @@ class Suite:
         self.bucket = args.bucket or f"suite-{secrets.token_hex(4)}"
         self.skip: set[tuple[str, str]] = set()  # (workload, system) given up on (timeouts)
         self.mounts = Mounts(self.disk, self.bucket, tuple(args.mount_arg))
+        self.rec = Recorder(args.settle, self.mounts)
 
     # -- clients and cleanup --
 
@@ -322,7 +150,7 @@ class Suite:
         self.mounts.connect(endpoint, access, secret, region)
         self.raw = make_client(endpoint, access, secret, region, 40)
         self.ctl = make_client(endpoint, access, secret, region, 40)  # the suite's own calls
-        self.ctl.meta.events.register("before-send.s3", self.reqs.count_own)
+        self.ctl.meta.events.register("before-send.s3", self.rec.reqs.count_own)
 
     def delete_prefix(self, prefix: str) -> int:
         n = 0
@@ -340,24 +168,6 @@ class Suite:
             got = self.ctl.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
             if got != size:
                 raise RuntimeError(f"{key}: stored {got} bytes, expected {size}")
-
-    # -- CPU accounting --
-
-    def server_cpu(self) -> float | None:
-        if not self.server_pids:
-            return None
-        total = 0.0
-        for pid in self.server_pids:
-            with contextlib.suppress(OSError):
-                total += cpu_seconds(pid)
-        return total
-
-    def our_cpu(self) -> float:
-        total = self_cpu() + children_cpu() + (self.server_cpu() or 0.0)
-        for m in self.mounts.live:
-            with contextlib.suppress(OSError, AssertionError):
-                total += cpu_seconds(m.pid)
-        return total
 
     # -- durability for rclone-writes --
 
@@ -390,74 +200,6 @@ class Suite:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"objects not in S3 {timeout:.0f} s after close")
             time.sleep(0.1)
-
-    # -- the measurement window --
-
-    @contextlib.contextmanager
-    def window(self, workload: str, t: Target, n: int, nbytes: int = 0,
-               items: int = 0) -> Iterator[Run]:
-        run = Run(workload, t.system, n, nbytes=nbytes, items=items, loadavg=loadavg())
-        if self.args.settle > 0:
-            wait_until_quiet(max_cores=BUSY_CORES, window=0.3, timeout=self.args.settle)
-        pid = t.pid
-        sampler = None
-        if pid is not None:
-            with contextlib.suppress(OSError, KeyError):
-                run.rss_start_kib = status_kib(pid, "VmRSS")
-            reset_hwm(pid)
-            sampler = Sampler(pid, t.staging, t.exclude).__enter__()
-        self.reqs.mark()
-        cpu0 = cpu_seconds(pid) if pid else self_cpu()
-        ours0, busy0 = self.our_cpu(), machine_busy_seconds(processes_only=True)
-        srv0 = self.server_cpu()
-        t0 = time.perf_counter()
-        try:
-            yield run
-            run.ok = True
-        except BaseException as e:
-            run.error = f"{type(e).__name__}: {e}"[:400]
-            raise
-        finally:
-            t1 = time.perf_counter()
-            if run.seconds is None:
-                run.seconds = t1 - t0
-            with contextlib.suppress(OSError):
-                run.cpu = (cpu_seconds(pid) if pid else self_cpu()) - cpu0
-            if sampler is not None and pid is not None:
-                sampler.__exit__(None, None, None)
-                with contextlib.suppress(OSError, KeyError):
-                    run.rss_peak_kib = max(status_kib(pid, "VmHWM"), sampler.rss_max_kib)
-                run.staging_peak = sampler.staging_max
-            busy = machine_busy_seconds(processes_only=True) - busy0
-            run.other_cores = max(0.0, busy - (self.our_cpu() - ours0)) / max(t1 - t0, 1e-6)
-            srv1 = self.server_cpu()
-            if srv0 is not None and srv1 is not None:
-                run.server_cpu = srv1 - srv0
-            run.requests = self.reqs.since_mark()
-            self.runs.append(run)
-            self.print_run(run)
-
-    def print_run(self, r: Run) -> None:
-        parts = [f"  {r.workload:<12} r{r.round} {r.system:<24}"]
-        if r.ok:
-            parts.append(f"{r.seconds:8.2f} s")
-            if r.mbps:
-                parts.append(f"{r.mbps:7.1f} MB/s")
-            if r.rss_peak_kib:
-                parts.append(f"rss {r.rss_peak_kib / 1024:6.1f} MiB")
-            if r.cpu is not None:
-                parts.append(f"cpu {r.cpu:6.2f} s")
-            if r.staging_peak:
-                parts.append(f"stage {r.staging_peak / MiB:6.1f} MiB")
-            if r.requests is not None:
-                parts.append(f"req {sum(r.requests.values())}")
-            for k, v in r.extra.items():
-                parts.append(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}")
-            if r.disturbed:
-                parts.append(f"(others used {r.other_cores:.1f} cores)")
-        else:
-            parts.append(f"FAILED {r.error}")
-        log(" ".join(parts))
 
     # -- source data --
 
@@ -512,7 +254,7 @@ class Suite:
         if t.raw:
             from boto3.s3.transfer import TransferConfig
 
-            with self.window("write", t, n, nbytes=size):
+            with self.rec.window("write", t, n, nbytes=size):
                 if variant == "upload_file":
                     self.raw.upload_file(str(self.src), self.bucket, key, Config=TransferConfig(
                         multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB))
@@ -520,7 +262,7 @@ class Suite:
                     self.manual_mpu(key, 0, size, threads=4)
         else:
             assert t.mnt is not None
-            with self.window("write", t, n, nbytes=size) as run:
+            with self.rec.window("write", t, n, nbytes=size) as run:
                 t0 = time.perf_counter()
                 run_cmd(["dd", f"if={self.src}", f"of={t.mnt / key}", "bs=1M",
                          f"count={size // MiB}", "status=none"], self.timeout_for(size))
@@ -563,7 +305,7 @@ class Suite:
         if t.raw:
             from boto3.s3.transfer import TransferConfig
 
-            with self.window("tar", t, n, nbytes=size):
+            with self.rec.window("tar", t, n, nbytes=size):
                 proc = subprocess.Popen(["tar", "cf", "-", "-C", str(self.tmpfs), "tartree"],
                                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
                 try:
@@ -574,7 +316,7 @@ class Suite:
                         raise RuntimeError(f"tar exited with {proc.returncode}")
         else:
             assert t.mnt is not None
-            with self.window("tar", t, n, nbytes=size) as run:
+            with self.rec.window("tar", t, n, nbytes=size) as run:
                 t0 = time.perf_counter()
                 run_cmd([f"set -o pipefail; tar cf - -C {self.tmpfs} tartree | cat > "
                          f"{t.mnt / key}"], self.timeout_for(size), shell=True)
@@ -594,7 +336,7 @@ class Suite:
         nbytes = 0  # figures per file, not per byte
         try:
             if t.raw:
-                with self.window("rsync", t, n, nbytes=nbytes, items=files):
+                with self.rec.window("rsync", t, n, nbytes=nbytes, items=files):
                     for rel in self.rs_files:
                         self.raw.put_object(Bucket=self.bucket, Key=prefix + rel,
                                             Body=(self.rs_dir / rel).read_bytes())
@@ -603,7 +345,7 @@ class Suite:
                 dst = t.mnt / prefix
                 cmd = ["rsync", "-a", "--stats", f"{self.rs_dir}/", f"{dst}/"]
                 timeout = self.args.rsync_timeout
-                with self.window("rsync", t, n, nbytes=nbytes, items=files) as run:
+                with self.rec.window("rsync", t, n, nbytes=nbytes, items=files) as run:
                     t0 = time.perf_counter()
                     r = run_cmd(cmd, timeout, ok_codes=(0, 23, 24))
                     if r.returncode:
@@ -614,7 +356,7 @@ class Suite:
                     if not t.durable_at_close:
                         run.extra["close_s"] = time.perf_counter() - t0
                     self.wait_stored(t, prefix=prefix, count=files)
-                with self.window("rsync again", t, n, nbytes=0, items=files) as run:
+                with self.rec.window("rsync again", t, n, nbytes=0, items=files) as run:
                     r = run_cmd(cmd, timeout, ok_codes=(0, 23, 24))
                     if r.returncode:
                         run.extra["rsync_exit"] = r.returncode
@@ -651,7 +393,7 @@ class Suite:
 
                 dst = self.tmpfs / "download.bin"
                 try:
-                    with self.window("read", t, n, nbytes=size):
+                    with self.rec.window("read", t, n, nbytes=size):
                         self.raw.download_file(self.bucket, self.read_key, str(dst),
                                                Config=TransferConfig(
                                                    multipart_threshold=8 * MiB,
@@ -661,7 +403,7 @@ class Suite:
                 finally:
                     dst.unlink(missing_ok=True)
             else:
-                with self.window("read", t, n, nbytes=size):
+                with self.rec.window("read", t, n, nbytes=size):
                     total = 0
                     body = self.raw.get_object(Bucket=self.bucket, Key=self.read_key)["Body"]
                     try:
@@ -675,7 +417,7 @@ class Suite:
         assert t.mnt is not None
         path = t.mnt / self.read_key
         drop_cached(path)  # outside the window
-        with self.window("read", t, n, nbytes=size):
+        with self.rec.window("read", t, n, nbytes=size):
             read_through(path, size)
 
     def setup_ls(self) -> None:
@@ -691,7 +433,7 @@ class Suite:
     def w_ls(self, t: Target, n: int, variant: str = "") -> None:
         keys = self.sz.ls_keys
         if t.raw:
-            with self.window("ls", t, n, items=keys):
+            with self.rec.window("ls", t, n, items=keys):
                 got = 0
                 for page in self.raw.get_paginator("list_objects_v2").paginate(
                         Bucket=self.bucket, Prefix="ls/", Delimiter="/"):
@@ -700,7 +442,7 @@ class Suite:
                     raise RuntimeError(f"listed {got} keys, expected {keys}")
             return
         assert t.mnt is not None
-        with self.window("ls", t, n, items=keys):
+        with self.rec.window("ls", t, n, items=keys):
             r = run_cmd([f"ls -l {t.mnt / 'ls'}"], self.args.ls_timeout, shell=True)
             lines = r.stdout.count("\n")
             if lines != keys + 1:
@@ -711,14 +453,14 @@ class Suite:
         keys = {f"par-{t.slug}-{n}-{i}": each for i in range(4)}
         try:
             if t.raw:
-                with self.window("parallel", t, n, nbytes=4 * each), \
+                with self.rec.window("parallel", t, n, nbytes=4 * each), \
                         ThreadPoolExecutor(max_workers=4) as pool:
                     list(pool.map(lambda i: self.manual_mpu(f"par-{t.slug}-{n}-{i}", i * each,
                                                             each, threads=4), range(4)))
             else:
                 assert t.mnt is not None
                 mnt = t.mnt
-                with self.window("parallel", t, n, nbytes=4 * each) as run:
+                with self.rec.window("parallel", t, n, nbytes=4 * each) as run:
                     t0 = time.perf_counter()
                     with ThreadPoolExecutor(max_workers=4) as pool:
                         list(pool.map(lambda i: run_cmd(
@@ -783,9 +525,9 @@ class Suite:
                         fn(t, n)
                     except Exception as e:
                         if not any(r.workload.startswith(wl) and r.system == s and r.round == n
-                                   for r in self.runs):
-                            self.runs.append(Run(wl, s, n, error=f"{type(e).__name__}: {e}"))
-                            self.print_run(self.runs[-1])
+                                   for r in self.rec.runs):
+                            self.rec.runs.append(Run(wl, s, n, error=f"{type(e).__name__}: {e}"))
+                            self.rec.print_run(self.rec.runs[-1])
                         if isinstance(e, TimeoutError):
                             self.skip.add((wl, s))
                             self.notes.append(f"{wl} on {s}: timed out in round {n}; "
@@ -812,8 +554,8 @@ class Suite:
             return self.mounts.mount(system, tag)
         except Exception as e:
             run = Run(wl, system, 0, error=f"mount failed: {type(e).__name__}: {e}"[:400])
-            self.runs.append(run)
-            self.print_run(run)
+            self.rec.runs.append(run)
+            self.rec.print_run(run)
             return None
 
     def elapsed(self) -> str:
@@ -880,15 +622,12 @@ class Suite:
     # -- profiling --
 
     def profile(self, wl: str, out_dir: Path) -> dict[str, Any]:
-        """One more s3mpfs run of `wl`, sampled by two py-spy processes at once (--nonblocking:
-        they read its memory without stopping it): a flame graph (SVG) and raw stacks per
-        thread for the text summary. Not part of the results."""
-        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if not os.path.exists(pyspy):
+        """One more s3mpfs run of `wl` under py-spy (measurements.Profiler). Not part of the
+        results."""
+        spy = Profiler(wl, out_dir, self.disk)
+        if not spy.installed:
             return {"error": "py-spy not installed (pip install py-spy)"}
         res: dict[str, Any] = {"runs": []}
-        dests = {"flamegraph": out_dir / f"profile-{wl}.svg", "raw": out_dir / f"profile-{wl}.txt"}
-        spies: dict[str, subprocess.Popen[bytes]] = {}
         t: Target | None = None
         try:
             if wl == "read":
@@ -897,35 +636,20 @@ class Suite:
                 self.setup_ls()
             t = self.try_mount(wl, "s3mpfs", f"prof-{wl}")
             if t is None:
-                self.runs.pop()
+                self.rec.runs.pop()
                 return {"error": "mount failed"}
             assert t.pid is not None
-            for fmt, dest in dests.items():
-                dest.unlink(missing_ok=True)
-                with open(self.disk / f"py-spy-{wl}-{fmt}.log", "wb") as err:
-                    spies[fmt] = subprocess.Popen(
-                        [pyspy, "record", "--pid", str(t.pid), "--rate", "100",
-                         "--nonblocking", "--format", fmt, "-o", str(dest),
-                         *(["--threads"] if fmt == "raw" else [])],
-                        stdout=err, stderr=subprocess.STDOUT)
-            time.sleep(1.5)
-            n_before = len(self.runs)
+            spy.start(t.pid)
+            n_before = len(self.rec.runs)
             try:
                 getattr(self, f"w_{wl}")(t, 90)
             except Exception as e:
                 res["run_error"] = f"{type(e).__name__}: {e}"[:300]
             res["runs"] = [{"workload": r.workload, "seconds": r.seconds, "mbps": r.mbps,
-                            "cpu": r.cpu, "ok": r.ok} for r in self.runs[n_before:]]
-            del self.runs[n_before:]
+                            "cpu": r.cpu, "ok": r.ok} for r in self.rec.runs[n_before:]]
+            del self.rec.runs[n_before:]
         finally:
-            for spy in spies.values():
-                if spy.poll() is None:
-                    spy.send_signal(signal.SIGINT)
-            for spy in spies.values():
-                try:
-                    spy.wait(60)
-                except subprocess.TimeoutExpired:
-                    stop_pid(spy)
+            spy.stop()
             if t is not None:
                 self.mounts.unmount(t)
             if wl == "read":
@@ -934,79 +658,8 @@ class Suite:
             elif wl == "ls":
                 with contextlib.suppress(Exception):
                     self.delete_prefix("ls/")
-        for fmt, dest in dests.items():
-            if dest.exists():
-                res[fmt] = str(dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest)
-            else:
-                with contextlib.suppress(OSError):
-                    res[f"{fmt}_error"] = (self.disk / f"py-spy-{wl}-{fmt}.log").read_text(
-                        errors="replace")[-300:]
-        if dests["raw"].exists():
-            res["summary"] = summarize_profile(dests["raw"])
+        res.update(spy.outputs())
         return res
-
-
-# -- profile summary ----------------------------------------------------------------------------
-
-_WAITING = [  # (category, substring of the leaf frame): samples of a thread blocked, not busy
-    ("waiting: main loop idle in epoll_wait", "get_events (trio/_core/_io_epoll.py"),
-    ("waiting: for S3's response (socket recv)", "SocketIO.readinto (socket.py"),
-]
-_CATEGORIES = [  # (category, substrings of a frame's file); the leaf-most match wins
-    ("SigV4 signing / hashing", ("botocore/auth.py", "hashlib", "hmac.py", "awscrt/auth")),
-    ("checksums (CRC)", ("checksum", "awscrt/checksums", "crc")),
-    ("HTTP send/recv (socket, http.client, urllib3)",
-     ("socket.py", "ssl.py", "http/client.py", "urllib3", "selectors.py")),
-    ("botocore/boto3 request building, parsing, retries", ("botocore", "boto3", "s3transfer")),
-    ("pyfuse3 request loop", ("pyfuse3",)),
-    ("trio scheduling / thread hand-off", ("trio",)),
-    ("s3mpfs code", ("s3mpfs/",)),
-    ("threads / queues (stdlib)", ("threading.py", "queue.py", "concurrent/")),
-    ("logging", ("logging/",)),
-]
-
-
-def _frame_file(frame: str) -> str:
-    m = re.search(r"\(([^()]*)\)\s*$", frame)
-    return m.group(1) if m else frame
-
-
-def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
-    """py-spy raw (collapsed) stacks -> share per category (leaf-most matching frame) and the
-    top functions by own samples."""
-    cats: Counter[str] = Counter()
-    leaves: Counter[str] = Counter()
-    main_thread = Counter[str]()
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_s = line.rpartition(" ")
-        if not stack or not count_s.isdigit():
-            continue
-        count = int(count_s)
-        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        total += count
-        leaves[re.sub(r":\d+\)$", ")", frames[-1])] += count
-        worker = any("threading.py" in f and "_bootstrap" in f for f in frames)
-        main_thread["worker threads (boto3 calls)" if worker else "main thread (FUSE + trio)"] \
-            += count
-        cat = next((c for c, pat in _WAITING if pat in frames[-1]), "other")
-        for f in reversed(frames) if cat == "other" else []:
-            file = _frame_file(f)
-            hit = next((c for c, pats in _CATEGORIES if any(p in file for p in pats)), None)
-            if hit:
-                cat = hit
-                break
-        cats[cat] += count
-    if not total:
-        return {"samples": 0}
-    return {
-        "samples": total,
-        "categories": [(c, round(100 * v / total, 1)) for c, v in cats.most_common()],
-        "threads": [(c, round(100 * v / total, 1)) for c, v in main_thread.most_common()],
-        "top_functions": [(f, round(100 * v / total, 1)) for f, v in leaves.most_common(top)],
-    }
 
 
 # -- aggregation and output ---------------------------------------------------------------------
@@ -1488,16 +1141,13 @@ def rerender(args: argparse.Namespace) -> int:
         d = {k: v for k, v in d.items() if k in Run.__dataclass_fields__}
         runs.append(Run(**d))
     sz = Sizes(**info["sizes"])
-    fake = argparse.Namespace(sizes=sz, tmpdir=None, stage_dir=None, bucket="-")
-    suite = Suite.__new__(Suite)
-    suite.sz, suite.runs, suite.notes = sz, runs, data.get("notes", [])
-    suite.tar_bytes = info.get("tar_bytes", sz.tar)
-    suite.rs_files = [""] * info.get("rsync_files", sz.rsync_files)
-    suite.args = fake
     rows = aggregate(runs)
     rss_long = data.get("rss_long")
     goals = evaluate_goals(rows, rss_long)
-    write_outputs(args, suite, info, rows, goals, rss_long, data.get("profiles") or {})
+    write_outputs(args.out, info, sz, rows, goals, rss_long, data.get("profiles") or {},
+                  runs=runs, notes=data.get("notes", []),
+                  tar_bytes=info.get("tar_bytes", sz.tar),
+                  rsync_files=info.get("rsync_files", sz.rsync_files))
     return 0
 
 
@@ -1533,16 +1183,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             endpoint = args.endpoint
             server = f"external {endpoint}"
-            suite.reqs = RequestCounter(args.server_log)
-            suite.server_pids = list(args.server_pid)
+            suite.rec.reqs = RequestCounter(args.server_log)
+            suite.rec.server_pids = list(args.server_pid)
         elif args.server == "moto":
             moto = MotoServer(suite.disk / "moto.log", tmpfs_dir(6 * GiB))
             moto.start()
             endpoint, access = moto.url, TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"]
             secret = TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
             server = f"moto {package_version('moto')} (started here)"
-            suite.reqs = RequestCounter(moto.log_path)
-            suite.server_pids = [moto.proc.pid] if moto.proc else []
+            suite.rec.reqs = RequestCounter(moto.log_path)
+            suite.rec.server_pids = [moto.proc.pid] if moto.proc else []
         else:
             ceph = CephServer(args.ceph_tool, suite.disk, args.ceph_size_gb)
             log(f"starting Ceph RGW on 127.0.0.1:{ceph.rgw_port} (mon {ceph.mon_port}) in "
@@ -1554,9 +1204,9 @@ def main(argv: list[str] | None = None) -> int:
             secret = ceph.env_vars["AWS_SECRET_ACCESS_KEY"]
             server = (f"Ceph RGW {first_line(['radosgw', '--version'])}, one node, bluestore "
                       f"on a file (started here in {time.monotonic() - t0:.0f} s; RGW_DEBUG=1)")
-            suite.reqs = RequestCounter(ceph.log_path)
-            suite.server_pids = ceph.pids
-        split = split_cores(suite.server_pids) if args.split_cores else None
+            suite.rec.reqs = RequestCounter(ceph.log_path)
+            suite.rec.server_pids = ceph.pids
+        split = split_cores(suite.rec.server_pids) if args.split_cores else None
         suite.setup_clients(endpoint, access, secret, args.region)
         suite.ctl.create_bucket(Bucket=suite.bucket)
         made_bucket = True
@@ -1576,7 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rss_10g:
             rss_long = suite.rss_long()
 
-        rows = aggregate(suite.runs)
+        rows = aggregate(suite.rec.runs)
         goals = evaluate_goals(rows, rss_long)
         want: list[str] = []
         if args.profile == "auto":
@@ -1596,7 +1246,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {profiles[wl]}")
         info["loadavg_end"] = loadavg()
         info["minutes"] = round((time.monotonic() - suite.t_start) / 60, 1)
-        write_outputs(args, suite, info, rows, goals, rss_long, profiles)
+        write_outputs(args.out, info, suite.sz, rows, goals, rss_long, profiles,
+                      runs=suite.rec.runs, notes=suite.notes, tar_bytes=suite.tar_bytes,
+                      rsync_files=len(suite.rs_files))
         return 0
     finally:
         suite.mounts.stop_all()
@@ -1622,20 +1274,20 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
 
 
-def write_outputs(args: argparse.Namespace, suite: Suite, info: dict[str, Any],
-                  rows: list[dict[str, Any]], goals: list[dict[str, Any]],
-                  rss_long: dict[str, Any] | None, profiles: dict[str, Any]) -> None:
-    sz = suite.sz
+def write_outputs(out: Path, info: dict[str, Any], sz: Sizes, rows: list[dict[str, Any]],
+                  goals: list[dict[str, Any]], rss_long: dict[str, Any] | None,
+                  profiles: dict[str, Any], *, runs: list[Run], notes: list[str],
+                  tar_bytes: int, rsync_files: int) -> None:
+    """results.md, results.json and the charts in `out`; the table and goals on stdout."""
     titles = {
         "write": f"write {sz.write / MiB:.0f} MiB",
-        "tar": f"tar | cat {suite.tar_bytes / MiB:.0f} MiB",
-        "rsync": f"rsync -a {len(suite.rs_files)} x 4 KiB",
+        "tar": f"tar | cat {tar_bytes / MiB:.0f} MiB",
+        "rsync": f"rsync -a {rsync_files} x 4 KiB",
         "rsync again": "rsync again (no changes)",
         "read": f"read {sz.read / MiB:.0f} MiB",
         "ls": f"ls -l {sz.ls_keys} keys",
         "parallel": f"4 writers x {sz.parallel_each / MiB:.0f} MiB",
     }
-    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     v = info["versions"]
     s3fs_v = re.search(r"V(\d[\d.]*)", v["s3fs"])
@@ -1662,8 +1314,8 @@ def write_outputs(args: argparse.Namespace, suite: Suite, info: dict[str, Any],
         *([f"CPUs: {info['cpus']} (--split-cores)", ""] if info.get("cpus") else []),
         "Versions: " + "; ".join(f"{k} {val}" for k, val in v.items()),
         "",
-        f"Sizes: write {sz.write / MiB:.0f} MiB, tar {suite.tar_bytes} bytes, rsync "
-        f"{len(suite.rs_files)} x 4 KiB in 10 dirs, read {sz.read / MiB:.0f} MiB, ls "
+        f"Sizes: write {sz.write / MiB:.0f} MiB, tar {tar_bytes} bytes, rsync "
+        f"{rsync_files} x 4 KiB in 10 dirs, read {sz.read / MiB:.0f} MiB, ls "
         f"{sz.ls_keys} keys, parallel 4 x {sz.parallel_each / MiB:.0f} MiB; {sz.rounds} "
         f"round(s) ({sz.ls_rounds} for ls), interleaved.",
         "",
@@ -1745,13 +1397,13 @@ def write_outputs(args: argparse.Namespace, suite: Suite, info: dict[str, Any],
             if "error" in pr:
                 md.append(f"- error: {pr['error']}")
             md.append("")
-    if suite.notes:
-        md += ["## Notes", "", *[f"- {n}" for n in suite.notes], ""]
+    if notes:
+        md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     (out / "results.md").write_text("\n".join(md))
-    info["tar_bytes"], info["rsync_files"] = suite.tar_bytes, len(suite.rs_files)
+    info["tar_bytes"], info["rsync_files"] = tar_bytes, rsync_files
     data = {"info": info, "rows": rows, "goals": goals,
-            "runs": [{**asdict(r), "mbps": r.mbps} for r in suite.runs],
-            "rss_long": rss_long, "profiles": profiles, "notes": suite.notes}
+            "runs": [{**asdict(r), "mbps": r.mbps} for r in runs],
+            "rss_long": rss_long, "profiles": profiles, "notes": notes}
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
     log("\n" + table)
     log("\nGoals:")
