@@ -421,5 +421,3 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
         "threads": [(c, round(100 * v / total, 1)) for c, v in main_thread.most_common()],
         "top_functions": [(f, round(100 * v / total, 1)) for f, v in leaves.most_common(top)],
     }
-
-

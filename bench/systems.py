@@ -305,4 +305,3 @@ def split_cores(server_pids: list[int]) -> str:
     text = f"server on {sorted(server)}, clients and daemons on {sorted(rest)}"
     log(f"cpus: {text}")
     return text
-

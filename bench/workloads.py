@@ -57,7 +57,6 @@ class Sizes:
     rss_total: int
 
 
-
 WORKLOADS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
     # key: (title, raw variants, FUSE systems)
     "write": ("1 GiB sequential write (dd bs=1M), durable", ["upload_file", "MPU 4 threads"],
@@ -484,4 +483,3 @@ class Workloads:
                 self.ctl.delete_object(Bucket=self.bucket, Key=key)
             self.mounts.unmount(t)
         return out
-
