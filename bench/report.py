@@ -29,7 +29,7 @@ GOAL_RSYNC_REQ_PER_FILE = 3.0
 GOAL_READ_VS_RAW = 0.8
 
 
-# -- aggregation and output ---------------------------------------------------------------------
+# -- aggregation over the rounds ----------------------------------------------------------------
 
 
 def _med(xs: list[float]) -> float | None:
@@ -104,6 +104,9 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
             else:
                 row["ratio_raw"] = None
     return rows
+
+
+# -- goals --------------------------------------------------------------------------------------
 
 
 def row_of(rows: list[dict[str, Any]], wl: str, system: str) -> dict[str, Any] | None:
@@ -190,6 +193,9 @@ def evaluate_goals(rows: list[dict[str, Any]],
     else:
         add(f"read >= {GOAL_READ_VS_RAW}x raw boto3", None, "no data")
     return goals
+
+
+# -- tables -------------------------------------------------------------------------------------
 
 
 def _f(v: float | None, spec: str) -> str:
@@ -314,6 +320,9 @@ def requests_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+# -- charts -------------------------------------------------------------------------------------
+
+
 COLORS = {"s3mpfs": "#1f77b4", "s3fs": "#ff7f0e", "rclone-off": "#2ca02c",
           "rclone-writes": "#98df8a"}
 
@@ -408,6 +417,9 @@ def plot_rss(rss: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# -- results.md and results.json ----------------------------------------------------------------
 
 
 def write_outputs(out: Path, info: dict[str, Any], sz: Sizes, rows: list[dict[str, Any]],

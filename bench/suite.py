@@ -98,6 +98,10 @@ DEFAULT_OUT = REPO / "docs" / "benchmarks"
 
 
 class Suite:
+    """One run of the suite: its bucket, scratch directories, mounts (systems.Mounts), the
+    measured runs (measurements.Recorder) and the workloads (workloads.Workloads), which it
+    runs in interleaved rounds over the systems."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.sz: Sizes = args.sizes
@@ -112,7 +116,7 @@ class Suite:
         self.mounts = Mounts(self.disk, self.bucket, tuple(args.mount_arg))
         self.rec = Recorder(args.settle, self.mounts)
 
-    # -- clients and cleanup --
+    # -- clients --
 
     def setup_clients(self, endpoint: str, access: str, secret: str, region: str) -> None:
         self.mounts.connect(endpoint, access, secret, region)

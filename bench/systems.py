@@ -33,7 +33,7 @@ SYSTEMS = ("boto3", *FUSE_SYSTEMS)  # what --systems accepts
 DURABLE_PEERS = ("s3fs", "rclone-off")  # close() returns once the object is stored
 
 
-# -- servers ------------------------------------------------------------------------------------
+# -- servers and packages -----------------------------------------------------------------------
 
 
 def free_ceph_ports() -> tuple[int, int]:
@@ -69,9 +69,6 @@ def ensure_packages(packages: dict[str, str]) -> None:
     if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
         subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
         subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
-
-
-# -- servers ------------------------------------------------------------------------------------
 
 
 class CephServer:
