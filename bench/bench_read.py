@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import secrets
 import shutil
 import signal
@@ -67,6 +66,7 @@ from bench.common import (
     parse_size,
     read_ahead_kb,
     read_through,
+    self_cpu,
     status_kib,
 )
 
@@ -89,11 +89,6 @@ class Run:
     @property
     def mbps(self) -> float:
         return self.size / self.seconds / MB
-
-
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _server_cpu(ctx: types.SimpleNamespace) -> float | None:
@@ -131,7 +126,7 @@ def run_mount_read(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int)
 def run_get_object(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -> Run:
     if args.drop_caches:
         _uncache(args, ctx.mnt)
-    cpu0, srv0 = _self_cpu(), _server_cpu(ctx)
+    cpu0, srv0 = self_cpu(), _server_cpu(ctx)
     total = 0
     t0 = time.perf_counter()
     body = ctx.client.get_object(Bucket=ctx.bucket, Key=KEY)["Body"]
@@ -144,7 +139,7 @@ def run_get_object(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int)
     if total != args.size:
         raise RuntimeError(f"get_object returned {total} bytes, expected {args.size}")
     srv1 = _server_cpu(ctx)
-    return Run("get_object", n, seconds, total, _self_cpu() - cpu0,
+    return Run("get_object", n, seconds, total, self_cpu() - cpu0,
                None if srv0 is None or srv1 is None else srv1 - srv0)
 
 
@@ -177,7 +172,7 @@ def run_download(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -
     if args.drop_caches:
         _uncache(args, ctx.mnt)
     sink = _NullSink()
-    cpu0, srv0 = _self_cpu(), _server_cpu(ctx)
+    cpu0, srv0 = self_cpu(), _server_cpu(ctx)
     t0 = time.perf_counter()
     ctx.client.download_fileobj(ctx.bucket, KEY, sink,
                                 Config=TransferConfig(max_concurrency=args.threads))
@@ -185,7 +180,7 @@ def run_download(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -
     if sink.written != args.size:
         raise RuntimeError(f"download_fileobj wrote {sink.written} bytes, expected {args.size}")
     srv1 = _server_cpu(ctx)
-    return Run("download", n, seconds, sink.written, _self_cpu() - cpu0,
+    return Run("download", n, seconds, sink.written, self_cpu() - cpu0,
                None if srv0 is None or srv1 is None else srv1 - srv0)
 
 

@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -49,6 +48,7 @@ from bench.common import (
     MotoServer,
     Mount,
     RssSampler,
+    children_cpu,
     cpu_seconds,
     loadavg,
     machine_busy_seconds,
@@ -56,6 +56,7 @@ from bench.common import (
     make_client,
     package_version,
     parse_size,
+    self_cpu,
     status_kib,
     thread_cpu_seconds,
     tmpfs_dir,
@@ -118,16 +119,6 @@ def _make_source(path: Path, size: int, chunk: int = 8 * MiB) -> None:
             left -= n
 
 
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 _COMMIT_RE = re.compile(r"stored (?P<key>\S+): (?P<size>\d+) bytes.*\(commit (?P<c>[\d.]+) s\)")
 
 
@@ -159,7 +150,7 @@ def run_cp(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -> Run:
     server_cpu0 = _server_cpu(ctx)
     cpu0 = cpu_seconds(pid)
     main0 = thread_cpu_seconds(pid).get(pid, 0.0)
-    children0 = _children_cpu()
+    children0 = children_cpu()
     busy0 = machine_busy_seconds(processes_only=True)
     with RssSampler(pid, 0.05) as sampler:
         t0 = time.perf_counter()
@@ -174,7 +165,7 @@ def run_cp(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -> Run:
     busy = machine_busy_seconds(processes_only=True) - busy0
     cpu = cpu_seconds(pid) - cpu0
     main_cpu = thread_cpu_seconds(pid).get(pid, 0.0) - main0
-    cp_cpu = _children_cpu() - children0
+    cp_cpu = children_cpu() - children0
     server_cpu = _delta(_server_cpu(ctx), server_cpu0)
     if rc != 0:
         raise RuntimeError(f"cp exited with {rc}; see {ctx.mount.log_file}")
@@ -221,7 +212,7 @@ def run_boto3(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -> R
     count = max(1, -(-size // part_size))
     client, bucket = ctx.client, ctx.bucket
     server_cpu0 = _server_cpu(ctx)
-    cpu0 = _self_cpu()
+    cpu0 = self_cpu()
     busy0 = machine_busy_seconds(processes_only=True)
     create: dict[str, str] = {}
     if mode in ("crc64nvme", "crc32c"):
@@ -266,7 +257,7 @@ def run_boto3(args: argparse.Namespace, ctx: types.SimpleNamespace, n: int) -> R
     finally:
         os.close(fd)
     busy = machine_busy_seconds(processes_only=True) - busy0
-    cpu = _self_cpu() - cpu0
+    cpu = self_cpu() - cpu0
     server_cpu = _delta(_server_cpu(ctx), server_cpu0)
     head = client.head_object(Bucket=bucket, Key=key)
     if head["ContentLength"] != size:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent  # the s3mpfs checkout
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -85,6 +88,39 @@ def stop_pid(proc: subprocess.Popen[Any] | None, timeout: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait(timeout)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def first_line(cmd: list[str]) -> str:
+    """The first line a command prints (a version, say), or '?'."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0].strip() if text else "?"
+
+
+def run_cmd(argv: list[str], timeout: float, *, shell: bool = False,
+            ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; kill it after `timeout`; raise on other exit codes."""
+    proc = subprocess.Popen(argv if not shell else ["bash", "-c", argv[0]],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=30)
+        raise TimeoutError(f"{argv[0][:60]} still running after {timeout:.0f} s") from None
+    if proc.returncode not in ok_codes:
+        raise RuntimeError(f"{argv[0][:60]} exited with {proc.returncode}: "
+                           f"{(err or out).strip()[-300:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 class MotoServer:
@@ -154,6 +190,28 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def self_cpu() -> float:
+    """CPU seconds of this process (all its threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def reset_hwm(pid: int) -> bool:
+    """Reset VmHWM of `pid` (Linux: 5 > /proc/PID/clear_refs; needs ownership or root)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5\n")
+        return True
+    except OSError:
+        return False
 
 
 def machine_busy_seconds(*, processes_only: bool = False) -> float:

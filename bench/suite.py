@@ -52,454 +52,59 @@ import argparse
 import contextlib
 import json
 import os
-import re
-import resource
 import secrets
 import shutil
 import signal
-import socket
-import stat
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    MB,
+    REPO,
     TEST_CREDENTIALS,
     GiB,
-    MiB,
     MotoServer,
-    Mount,
-    count_logged_requests,
-    cpu_seconds,
-    drop_cached,
+    first_line,
     loadavg,
-    machine_busy_seconds,
+    log,
     machine_facts,
     make_client,
     package_version,
     parse_size,
-    read_through,
-    status_kib,
-    stop_pid,
     tmpfs_dir,
-    unmount,
-    wait_for,
-    wait_until_quiet,
 )
+from bench.measurements import Profiler, Recorder, RequestCounter, Run
+from bench.report import aggregate, evaluate_goals, write_outputs
+from bench.systems import (
+    SYSTEMS,
+    CephServer,
+    Mounts,
+    Target,
+    ensure_packages,
+    split_cores,
+    versions,
+)
+from bench.workloads import WORKLOADS, Sizes, Workloads
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CEPH_TOOL = REPO.parent / "shared" / "tools" / "ceph-rgw"
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
-
-FUSE_SYSTEMS = ("s3mpfs", "s3fs", "rclone-off", "rclone-writes")
-DURABLE_PEERS = ("s3fs", "rclone-off")  # close() returns once the object is stored
-BUSY_CORES = 0.5  # other processes above this many cores on average: a disturbed run
-
-GOAL_WRITE_VS_RAW = 0.9
-GOAL_WRITE_VS_PEER = 2.0
-GOAL_RSS_MIB = 100.0
-GOAL_RSS_FLAT_MIB = 10.0
-GOAL_RSYNC_VS_PEER = 4.0
-GOAL_RSYNC_REQ_PER_FILE = 3.0
-GOAL_READ_VS_RAW = 0.8
-
-
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def first_line(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0].strip() if text else "?"
-
-
-def run_cmd(argv: list[str], timeout: float, *, shell: bool = False,
-            ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion; kill it after `timeout`; raise on other exit codes."""
-    proc = subprocess.Popen(argv if not shell else ["bash", "-c", argv[0]],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=30)
-        raise TimeoutError(f"{argv[0][:60]} still running after {timeout:.0f} s") from None
-    if proc.returncode not in ok_codes:
-        raise RuntimeError(f"{argv[0][:60]} exited with {proc.returncode}: "
-                           f"{(err or out).strip()[-300:]}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def reset_hwm(pid: int) -> bool:
-    """Reset VmHWM of `pid` (Linux: 5 > /proc/PID/clear_refs; needs ownership or root)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5\n")
-        return True
-    except OSError:
-        return False
-
-
-def free_ceph_ports() -> tuple[int, int]:
-    """A free RGW port and a free mon port whose msgr-v1 twin (mon + 3489) is free too."""
-
-    def free(port: int = 0) -> int | None:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return None
-            return int(s.getsockname()[1])
-
-    rgw = free()
-    assert rgw is not None
-    for _ in range(100):
-        mon = free()
-        if mon and mon != rgw and mon + 3489 < 65536 and free(mon + 3489):
-            return rgw, mon
-    raise RuntimeError("no free ports for Ceph")
-
-
-def ensure_packages(packages: dict[str, str]) -> None:
-    """apt-get install the Debian packages (command -> package) whose command is missing."""
-    missing = sorted({pkg for cmd, pkg in packages.items() if shutil.which(cmd) is None})
-    if not missing:
-        return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise RuntimeError(f"missing {', '.join(missing)}: install them (apt-get install)")
-    log(f"apt-get install {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
-    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
-
-
-# -- servers ------------------------------------------------------------------------------------
-
-
-class CephServer:
-    """A private one-node Ceph RGW from the shared tool: own CEPH_DIR, free ports, RGW_DEBUG=1."""
-
-    def __init__(self, tool: Path, base: Path, size_gb: int) -> None:
-        self.tool = tool
-        self.size_gb = size_gb
-        self.dir = Path(tempfile.mkdtemp(prefix="ceph-", dir=base))
-        self.rgw_port, self.mon_port = free_ceph_ports()
-        self.started = False
-        self.env_vars: dict[str, str] = {}
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "CEPH_DIR": str(self.dir), "RGW_PORT": str(self.rgw_port),
-                "MON_PORT": str(self.mon_port), "RGW_DEBUG": "1",
-                "CEPH_SIZE_GB": str(self.size_gb), "CEPH_FRESH": "1"}
-
-    def start(self) -> None:
-        self.started = True  # from here on stop() must run, even if start.sh fails halfway
-        r = subprocess.run([str(self.tool / "start.sh")], env=self._env(), capture_output=True,
-                           text=True, timeout=300)
-        if r.returncode != 0:
-            raise RuntimeError(f"Ceph start.sh failed ({r.returncode}): "
-                               f"{(r.stdout + r.stderr)[-1500:]}")
-        for line in (self.dir / "s3.env").read_text().splitlines():
-            k, _, v = line.partition("=")
-            self.env_vars[k] = v
-
-    @property
-    def endpoint(self) -> str:
-        return self.env_vars["S3_ENDPOINT"]
-
-    @property
-    def pids(self) -> list[int]:
-        out = []
-        for n in ("mon", "osd", "rgw"):
-            with contextlib.suppress(OSError, ValueError):
-                out.append(int((self.dir / "pids" / n).read_text()))
-        return out
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "log" / "client.rgw.a.log"
-
-    def stop(self) -> None:
-        if not self.started:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            return
-        subprocess.run([str(self.tool / "stop.sh"), "--wipe"], env=self._env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# -- S3 request counting ------------------------------------------------------------------------
-
-try:  # the counting proxy's classifier (stdlib only)
-    from tests.helpers.s3proxy import classify as _classify_op
-except Exception:  # pragma: no cover - tests/ not importable: a coarse fallback
-    def _classify_op(method: str, target: str, has_copy_source: bool = False) -> str:
-        return f"{method} {'object' if target.strip('/').count('/') else 'bucket'}"
-
-
-def classify(method: str, target: str) -> str:
-    op = _classify_op(method, target)
-    # An access log line does not show x-amz-copy-source: a PUT of a key is either.
-    return "PutObject/CopyObject" if op == "PutObject" else op
-
-
-class RequestCounter:
-    """S3 requests a server logged between mark() and since_mark(), minus our own control
-    requests (counted with a botocore event hook on the control client)."""
-
-    FLUSH_S = 0.25  # Ceph writes its log from a thread: give it time to catch up
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.offset = 0
-        self.own: Counter[str] = Counter()
-        self._own0: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def count_own(self, event_name: str, **kwargs: Any) -> None:
-        with self._lock:
-            self.own[event_name.rsplit(".", 1)[-1]] += 1
-
-    def mark(self) -> None:
-        if self.path is None:
-            return
-        time.sleep(self.FLUSH_S)
-        with contextlib.suppress(OSError):
-            self.offset = self.path.stat().st_size
-        with self._lock:
-            self._own0 = Counter(self.own)
-
-    def since_mark(self) -> dict[str, int] | None:
-        if self.path is None:
-            return None
-        time.sleep(self.FLUSH_S)
-        counts = count_logged_requests(self.path, self.offset, classify)
-        with self._lock:
-            own = self.own - self._own0
-        for op, n in own.items():
-            name = "PutObject/CopyObject" if op in ("PutObject", "CopyObject") else op
-            counts[name] -= n
-        return {k: v for k, v in counts.most_common() if v > 0}
-
-
-# -- sampling -----------------------------------------------------------------------------------
-
-
-def staging_bytes(pid: int, dirs: list[Path], exclude: set[tuple[int, int]]) -> int:
-    """Disk blocks of the regular files `pid` holds open (deleted ones too: s3fs stages in
-    unlinked temp files) plus those of the files under `dirs`, each inode once."""
-    seen: set[tuple[int, int]] = set(exclude)
-    total = 0
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                st = os.stat(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    for d in dirs:
-        for root, _dirs, files in os.walk(d):
-            for name in files:
-                try:
-                    st = os.lstat(os.path.join(root, name))
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_blocks * 512
-    return total
-
-
-class Sampler:
-    """Every `interval` s: the daemon's VmRSS and staging bytes (max kept; a series if asked)."""
-
-    def __init__(self, pid: int, dirs: list[Path], exclude: set[tuple[int, int]],
-                 interval: float = 0.2, series: bool = False,
-                 extra: Callable[[], Any] | None = None) -> None:
-        self.pid, self.dirs, self.exclude = pid, dirs, exclude
-        self.interval = interval
-        self.rss_max_kib = 0
-        self.staging_max = 0
-        self.series: list[tuple[float, int, Any]] | None = [] if series else None
-        self.extra = extra
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="suite-sampler", daemon=True)
-        self._t0 = time.perf_counter()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                rss = status_kib(self.pid, "VmRSS")
-                self.rss_max_kib = max(self.rss_max_kib, rss)
-                self.staging_max = max(self.staging_max,
-                                       staging_bytes(self.pid, self.dirs, self.exclude))
-                if self.series is not None:
-                    x = None
-                    if self.extra is not None:
-                        with contextlib.suppress(Exception):
-                            x = self.extra()
-                    self.series.append((time.perf_counter() - self._t0, rss, x))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> Sampler:
-        self._t0 = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# -- mounts -------------------------------------------------------------------------------------
-
-
-class DaemonMount:
-    """A FUSE daemon run in the foreground as our child: s3fs -f, rclone mount."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str], mountpoint: Path,
-                 log_file: Path) -> None:
-        self.cmd, self.env, self.mountpoint, self.log_file = cmd, env, mountpoint, log_file
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 30) -> None:
-        with open(self.log_file, "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env)
-
-        def mounted() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode}: {tail}")
-            return os.path.ismount(self.mountpoint)
-
-        wait_for(mounted, timeout, f"{self.cmd[0]} to mount {self.mountpoint}")
-
-    def stop(self, timeout: float = 60) -> None:
-        unmount(self.mountpoint, self.proc, timeout)
-
-
-@dataclass
-class Target:
-    """What a workload runs against: raw boto3 (no daemon) or a live FUSE mount."""
-
-    system: str
-    raw: bool
-    mnt: Path | None = None
-    handle: Any = None  # Mount | DaemonMount
-    staging: list[Path] = field(default_factory=list)
-    exclude: set[tuple[int, int]] = field(default_factory=set)
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.handle is None else int(self.handle.pid)
-
-    @property
-    def durable_at_close(self) -> bool:
-        return self.system != "rclone-writes"
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.system.lower()).strip("-")
-
-
-# -- results ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    workload: str
-    system: str
-    round: int
-    ok: bool = False
-    seconds: float | None = None
-    nbytes: int = 0
-    items: int = 0  # files (rsync) or keys (ls)
-    cpu: float | None = None
-    rss_peak_kib: int | None = None
-    rss_start_kib: int | None = None  # VmRSS when the run started
-    staging_peak: int | None = None
-    requests: dict[str, int] | None = None
-    other_cores: float | None = None
-    server_cpu: float | None = None
-    loadavg: str = ""
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mbps(self) -> float | None:
-        if not self.ok or not self.seconds or not self.nbytes:
-            return None
-        return self.nbytes / self.seconds / MB
-
-    @property
-    def disturbed(self) -> bool:
-        return self.other_cores is not None and self.other_cores > BUSY_CORES
 
 
 # -- the suite ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Sizes:
-    write: int
-    tar: int
-    rsync_files: int
-    read: int
-    ls_keys: int
-    parallel_each: int
-    rounds: int
-    ls_rounds: int
-    rss_total: int
-
-
 class Suite:
+    """One run of the suite: its bucket, scratch directories, mounts (systems.Mounts), the
+    measured runs (measurements.Recorder) and the workloads (workloads.Workloads), which it
+    runs in interleaved rounds over the systems."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.sz: Sizes = args.sizes
-        self.runs: list[Run] = []
-        self.mounts: list[Any] = []  # every mount started and not yet stopped
-        self.server_pids: list[int] = []
-        self.reqs = RequestCounter(None)
         self.notes: list[str] = []
         self.t_start = time.monotonic()
         need = 3 * GiB + 3 * self.sz.write
@@ -508,520 +113,31 @@ class Suite:
         self.disk = Path(tempfile.mkdtemp(prefix="s3mpfs-suite-", dir=args.stage_dir))
         self.bucket = args.bucket or f"suite-{secrets.token_hex(4)}"
         self.skip: set[tuple[str, str]] = set()  # (workload, system) given up on (timeouts)
+        self.mounts = Mounts(self.disk, self.bucket, tuple(args.mount_arg))
+        self.rec = Recorder(args.settle, self.mounts)
 
-    # -- clients and cleanup --
+    # -- clients --
 
     def setup_clients(self, endpoint: str, access: str, secret: str, region: str) -> None:
-        self.endpoint, self.access, self.secret, self.region = endpoint, access, secret, region
+        self.mounts.connect(endpoint, access, secret, region)
         self.raw = make_client(endpoint, access, secret, region, 40)
         self.ctl = make_client(endpoint, access, secret, region, 40)  # the suite's own calls
-        self.ctl.meta.events.register("before-send.s3", self.reqs.count_own)
-
-    def delete_prefix(self, prefix: str) -> int:
-        n = 0
-        for page in self.ctl.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                       Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            for i in range(0, len(keys), 1000):
-                self.ctl.delete_objects(Bucket=self.bucket,
-                                        Delete={"Objects": keys[i:i + 1000], "Quiet": True})
-            n += len(keys)
-        return n
-
-    def verify_sizes(self, keys: dict[str, int]) -> None:
-        for key, size in keys.items():
-            got = self.ctl.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
-            if got != size:
-                raise RuntimeError(f"{key}: stored {got} bytes, expected {size}")
-
-    # -- CPU accounting --
-
-    def server_cpu(self) -> float | None:
-        if not self.server_pids:
-            return None
-        total = 0.0
-        for pid in self.server_pids:
-            with contextlib.suppress(OSError):
-                total += cpu_seconds(pid)
-        return total
-
-    def our_cpu(self) -> float:
-        total = self_cpu() + children_cpu() + (self.server_cpu() or 0.0)
-        for m in self.mounts:
-            with contextlib.suppress(OSError, AssertionError):
-                total += cpu_seconds(m.pid)
-        return total
-
-    # -- mounts --
-
-    def mount(self, system: str, tag: str) -> Target:
-        mnt = self.disk / f"mnt-{system}-{tag}"
-        mnt.mkdir()
-        logf = self.disk / f"{system}-{tag}.log"
-        stage = self.disk / f"stage-{system}-{tag}"
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access,
-               "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_DEFAULT_REGION": self.region}
-        env.pop("AWS_PROFILE", None)
-        staging: list[Path] = []
-        handle: Any
-        if system == "s3mpfs":
-            handle = Mount(self.bucket, mnt, self.endpoint, env, logf,
-                           tuple(self.args.mount_arg))
-        elif system == "s3fs":
-            stage.mkdir()
-            staging = [stage]
-            pw = self.disk / "s3fs.passwd"
-            if not pw.exists():
-                pw.write_text(f"{self.access}:{self.secret}\n")
-                pw.chmod(0o600)
-            opts = (f"url={self.endpoint},use_path_request_style,passwd_file={pw},"
-                    f"endpoint={self.region},tmpdir={stage}")
-            handle = DaemonMount(["s3fs", self.bucket, str(mnt), "-f", "-o", opts], env, mnt,
-                                 logf)
-        elif system in ("rclone-off", "rclone-writes"):
-            stage.mkdir()
-            staging = [stage]
-            conf = self.disk / "rclone.conf"
-            if not conf.exists():
-                conf.write_text(
-                    "[bench]\ntype = s3\nprovider = Ceph\n"
-                    f"access_key_id = {self.access}\nsecret_access_key = {self.secret}\n"
-                    f"endpoint = {self.endpoint}\nregion = {self.region}\n"
-                    "force_path_style = true\n")
-                conf.chmod(0o600)
-            env.pop("AWS_CA_BUNDLE", None)  # rclone 1.60 fails when it is set
-            mode = "off" if system == "rclone-off" else "writes"
-            handle = DaemonMount(["rclone", "--config", str(conf), "mount",
-                                  f"bench:{self.bucket}", str(mnt), "--vfs-cache-mode", mode,
-                                  "--cache-dir", str(stage)], env, mnt, logf)
-        else:
-            raise ValueError(system)
-        self.mounts.append(handle)
-        try:
-            handle.start()
-        except BaseException:
-            self.unmount_handle(handle)
-            raise
-        exclude: set[tuple[int, int]] = set()
-        with contextlib.suppress(OSError):
-            st = os.stat(logf)
-            exclude.add((st.st_dev, st.st_ino))
-        return Target(system, False, mnt, handle, staging, exclude)
-
-    def unmount_handle(self, handle: Any) -> None:
-        try:
-            handle.stop()
-        finally:
-            if handle in self.mounts:
-                self.mounts.remove(handle)
-
-    def unmount(self, t: Target) -> None:
-        if t.handle is not None:
-            self.unmount_handle(t.handle)
-
-    # -- durability for rclone-writes --
-
-    def wait_stored(self, t: Target, keys: dict[str, int] | None = None,
-                    prefix: str | None = None, count: int = 0, timeout: float = 900) -> None:
-        """For a mount whose close() does not wait for the upload: poll S3 until the objects
-        are there (HeadObject per key, or ListObjectsV2 of a prefix until `count` keys)."""
-        if t.durable_at_close:
-            return
-        deadline = time.monotonic() + timeout
-        pending = dict(keys or {})
-        while True:
-            if prefix is not None:
-                n = 0
-                for page in self.ctl.get_paginator("list_objects_v2").paginate(
-                        Bucket=self.bucket, Prefix=prefix):
-                    n += sum(1 for o in page.get("Contents", [])
-                             if not o["Key"].endswith("/")
-                             and not o["Key"].rsplit("/", 1)[-1].startswith("."))
-                if n >= count:
-                    return
-            else:
-                for key, size in list(pending.items()):
-                    with contextlib.suppress(Exception):
-                        if self.ctl.head_object(Bucket=self.bucket,
-                                                Key=key)["ContentLength"] == size:
-                            del pending[key]
-                if not pending:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"objects not in S3 {timeout:.0f} s after close")
-            time.sleep(0.1)
-
-    # -- the measurement window --
-
-    @contextlib.contextmanager
-    def window(self, workload: str, t: Target, n: int, nbytes: int = 0,
-               items: int = 0) -> Iterator[Run]:
-        run = Run(workload, t.system, n, nbytes=nbytes, items=items, loadavg=loadavg())
-        if self.args.settle > 0:
-            wait_until_quiet(max_cores=BUSY_CORES, window=0.3, timeout=self.args.settle)
-        pid = t.pid
-        sampler = None
-        if pid is not None:
-            with contextlib.suppress(OSError, KeyError):
-                run.rss_start_kib = status_kib(pid, "VmRSS")
-            reset_hwm(pid)
-            sampler = Sampler(pid, t.staging, t.exclude).__enter__()
-        self.reqs.mark()
-        cpu0 = cpu_seconds(pid) if pid else self_cpu()
-        ours0, busy0 = self.our_cpu(), machine_busy_seconds(processes_only=True)
-        srv0 = self.server_cpu()
-        t0 = time.perf_counter()
-        try:
-            yield run
-            run.ok = True
-        except BaseException as e:
-            run.error = f"{type(e).__name__}: {e}"[:400]
-            raise
-        finally:
-            t1 = time.perf_counter()
-            if run.seconds is None:
-                run.seconds = t1 - t0
-            with contextlib.suppress(OSError):
-                run.cpu = (cpu_seconds(pid) if pid else self_cpu()) - cpu0
-            if sampler is not None and pid is not None:
-                sampler.__exit__(None, None, None)
-                with contextlib.suppress(OSError, KeyError):
-                    run.rss_peak_kib = max(status_kib(pid, "VmHWM"), sampler.rss_max_kib)
-                run.staging_peak = sampler.staging_max
-            busy = machine_busy_seconds(processes_only=True) - busy0
-            run.other_cores = max(0.0, busy - (self.our_cpu() - ours0)) / max(t1 - t0, 1e-6)
-            srv1 = self.server_cpu()
-            if srv0 is not None and srv1 is not None:
-                run.server_cpu = srv1 - srv0
-            run.requests = self.reqs.since_mark()
-            self.runs.append(run)
-            self.print_run(run)
-
-    def print_run(self, r: Run) -> None:
-        parts = [f"  {r.workload:<12} r{r.round} {r.system:<24}"]
-        if r.ok:
-            parts.append(f"{r.seconds:8.2f} s")
-            if r.mbps:
-                parts.append(f"{r.mbps:7.1f} MB/s")
-            if r.rss_peak_kib:
-                parts.append(f"rss {r.rss_peak_kib / 1024:6.1f} MiB")
-            if r.cpu is not None:
-                parts.append(f"cpu {r.cpu:6.2f} s")
-            if r.staging_peak:
-                parts.append(f"stage {r.staging_peak / MiB:6.1f} MiB")
-            if r.requests is not None:
-                parts.append(f"req {sum(r.requests.values())}")
-            for k, v in r.extra.items():
-                parts.append(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}")
-            if r.disturbed:
-                parts.append(f"(others used {r.other_cores:.1f} cores)")
-        else:
-            parts.append(f"FAILED {r.error}")
-        log(" ".join(parts))
-
-    # -- source data --
-
-    def make_sources(self) -> None:
-        t0 = time.monotonic()
-        self.src = self.tmpfs / "src.bin"
-        size = max(self.sz.write, self.sz.read, 4 * self.sz.parallel_each)
-        with open(self.src, "wb") as f:
-            left = size
-            while left:
-                n = min(8 * MiB, left)
-                f.write(os.urandom(n))
-                left -= n
-        self.tar_dir = self.tmpfs / "tartree"
-        per_file = 4 * MiB
-        nfiles = max(1, self.sz.tar // per_file)
-        for i in range(nfiles):
-            d = self.tar_dir / f"d{i % 4}"
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"f{i:04d}.bin").write_bytes(os.urandom(per_file))
-        proc = subprocess.Popen(["tar", "cf", "-", "-C", str(self.tmpfs), "tartree"],
-                                stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        self.tar_bytes = 0
-        while chunk := proc.stdout.read(MiB):
-            self.tar_bytes += len(chunk)
-        proc.wait()
-        self.rs_dir = self.tmpfs / "rstree"
-        self.rs_files: list[str] = []
-        per_dir = max(1, self.sz.rsync_files // 10)
-        past = time.time() - 86400
-        for i in range(10):
-            d = self.rs_dir / f"d{i}"
-            d.mkdir(parents=True)
-            for j in range(per_dir):
-                p = d / f"f{j:04d}"
-                p.write_bytes(os.urandom(4096))
-                os.utime(p, (past, past))
-                self.rs_files.append(f"d{i}/f{j:04d}")
-        log(f"sources on {self.tmpfs}: {size / MiB:.0f} MiB file, tar tree of {nfiles} x 4 MiB "
-            f"({self.tar_bytes} bytes as tar), rsync tree {len(self.rs_files)} x 4 KiB in 10 "
-            f"directories ({time.monotonic() - t0:.1f} s)")
-
-    # -- workloads: each returns nothing; windows record the runs --
-
-    def timeout_for(self, nbytes: int) -> float:
-        return 120 + nbytes / (3 * MB)
-
-    def w_write(self, t: Target, n: int, variant: str = "") -> None:
-        size = self.sz.write
-        key = f"write-{t.slug}-{n}"
-        if t.raw:
-            from boto3.s3.transfer import TransferConfig
-
-            with self.window("write", t, n, nbytes=size):
-                if variant == "upload_file":
-                    self.raw.upload_file(str(self.src), self.bucket, key, Config=TransferConfig(
-                        multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB))
-                else:
-                    self.manual_mpu(key, 0, size, threads=4)
-        else:
-            assert t.mnt is not None
-            with self.window("write", t, n, nbytes=size) as run:
-                t0 = time.perf_counter()
-                run_cmd(["dd", f"if={self.src}", f"of={t.mnt / key}", "bs=1M",
-                         f"count={size // MiB}", "status=none"], self.timeout_for(size))
-                if not t.durable_at_close:
-                    run.extra["close_s"] = time.perf_counter() - t0
-                self.wait_stored(t, {key: size})
-        try:
-            self.verify_sizes({key: size})
-        finally:
-            self.ctl.delete_object(Bucket=self.bucket, Key=key)
-
-    def manual_mpu(self, key: str, offset: int, size: int, threads: int = 4,
-                   part: int = 8 * MiB) -> None:
-        """A raw multipart upload of SRC[offset:offset+size]: 8 MiB parts, `threads` threads."""
-        count = max(1, -(-size // part))
-        upload_id = self.raw.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
-        fd = os.open(self.src, os.O_RDONLY)
-        try:
-            def one(number: int) -> dict[str, Any]:
-                start = (number - 1) * part
-                data = os.pread(fd, min(part, size - start), offset + start)
-                r = self.raw.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                         PartNumber=number, Body=data)
-                return {"PartNumber": number, "ETag": r["ETag"]}
-
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                parts = list(pool.map(one, range(1, count + 1)))
-            self.raw.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                               MultipartUpload={"Parts": parts})
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.raw.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            raise
-        finally:
-            os.close(fd)
-
-    def w_tar(self, t: Target, n: int, variant: str = "") -> None:
-        key = f"tar-{t.slug}-{n}.tar"
-        size = self.tar_bytes
-        if t.raw:
-            from boto3.s3.transfer import TransferConfig
-
-            with self.window("tar", t, n, nbytes=size):
-                proc = subprocess.Popen(["tar", "cf", "-", "-C", str(self.tmpfs), "tartree"],
-                                        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-                try:
-                    self.raw.upload_fileobj(proc.stdout, self.bucket, key, Config=TransferConfig(
-                        multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB))
-                finally:
-                    if proc.wait(60) != 0:
-                        raise RuntimeError(f"tar exited with {proc.returncode}")
-        else:
-            assert t.mnt is not None
-            with self.window("tar", t, n, nbytes=size) as run:
-                t0 = time.perf_counter()
-                run_cmd([f"set -o pipefail; tar cf - -C {self.tmpfs} tartree | cat > "
-                         f"{t.mnt / key}"], self.timeout_for(size), shell=True)
-                if not t.durable_at_close:
-                    run.extra["close_s"] = time.perf_counter() - t0
-                self.wait_stored(t, {key: size})
-        try:
-            self.verify_sizes({key: size})
-        finally:
-            self.ctl.delete_object(Bucket=self.bucket, Key=key)
-
-    _XFER_RE = re.compile(r"Number of regular files transferred: ([\d,]+)")
-
-    def w_rsync(self, t: Target, n: int, variant: str = "") -> None:
-        prefix = f"rsync-{t.slug}-{n}/"
-        files = len(self.rs_files)
-        nbytes = 0  # figures per file, not per byte
-        try:
-            if t.raw:
-                with self.window("rsync", t, n, nbytes=nbytes, items=files):
-                    for rel in self.rs_files:
-                        self.raw.put_object(Bucket=self.bucket, Key=prefix + rel,
-                                            Body=(self.rs_dir / rel).read_bytes())
-            else:
-                assert t.mnt is not None
-                dst = t.mnt / prefix
-                cmd = ["rsync", "-a", "--stats", f"{self.rs_dir}/", f"{dst}/"]
-                timeout = self.args.rsync_timeout
-                with self.window("rsync", t, n, nbytes=nbytes, items=files) as run:
-                    t0 = time.perf_counter()
-                    r = run_cmd(cmd, timeout, ok_codes=(0, 23, 24))
-                    if r.returncode:
-                        run.extra["rsync_exit"] = r.returncode
-                        run.extra["rsync_error"] = r.stderr.strip().splitlines()[-1][:200]
-                    m = self._XFER_RE.search(r.stdout)
-                    run.extra["transferred"] = int(m.group(1).replace(",", "")) if m else -1
-                    if not t.durable_at_close:
-                        run.extra["close_s"] = time.perf_counter() - t0
-                    self.wait_stored(t, prefix=prefix, count=files)
-                with self.window("rsync again", t, n, nbytes=0, items=files) as run:
-                    r = run_cmd(cmd, timeout, ok_codes=(0, 23, 24))
-                    if r.returncode:
-                        run.extra["rsync_exit"] = r.returncode
-                    m = self._XFER_RE.search(r.stdout)
-                    run.extra["transferred"] = int(m.group(1).replace(",", "")) if m else -1
-            stored = sum(
-                1 for page in self.ctl.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=prefix)
-                for o in page.get("Contents", []) if not o["Key"].endswith("/"))
-            if stored != files:
-                raise RuntimeError(f"{prefix}: {stored} objects stored, expected {files}")
-        finally:
-            self.delete_prefix(prefix)
-
-    def setup_read(self) -> None:
-        from boto3.s3.transfer import TransferConfig
-
-        self.read_key = "read-src.bin"
-        src = self.src
-        if self.sz.read != self.src.stat().st_size:
-            src = self.tmpfs / "read.bin"
-            with open(self.src, "rb") as f, open(src, "wb") as g:
-                g.write(f.read(self.sz.read))
-        self.ctl.upload_file(str(src), self.bucket, self.read_key, Config=TransferConfig(
-            multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB))
-        if src != self.src:
-            src.unlink()
-
-    def w_read(self, t: Target, n: int, variant: str = "") -> None:
-        size = self.sz.read
-        if t.raw:
-            if variant == "download_file":
-                from boto3.s3.transfer import TransferConfig
-
-                dst = self.tmpfs / "download.bin"
-                try:
-                    with self.window("read", t, n, nbytes=size):
-                        self.raw.download_file(self.bucket, self.read_key, str(dst),
-                                               Config=TransferConfig(
-                                                   multipart_threshold=8 * MiB,
-                                                   multipart_chunksize=8 * MiB))
-                    if dst.stat().st_size != size:
-                        raise RuntimeError(f"downloaded {dst.stat().st_size} bytes")
-                finally:
-                    dst.unlink(missing_ok=True)
-            else:
-                with self.window("read", t, n, nbytes=size):
-                    total = 0
-                    body = self.raw.get_object(Bucket=self.bucket, Key=self.read_key)["Body"]
-                    try:
-                        while chunk := body.read(MiB):
-                            total += len(chunk)
-                    finally:
-                        body.close()
-                    if total != size:
-                        raise RuntimeError(f"get_object returned {total} bytes")
-            return
-        assert t.mnt is not None
-        path = t.mnt / self.read_key
-        drop_cached(path)  # outside the window
-        with self.window("read", t, n, nbytes=size):
-            read_through(path, size)
-
-    def setup_ls(self) -> None:
-        t0 = time.monotonic()
-
-        def put(i: int) -> None:
-            self.ctl.put_object(Bucket=self.bucket, Key=f"ls/f-{i:06d}", Body=b"x" * 100)
-
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            list(pool.map(put, range(self.sz.ls_keys)))
-        log(f"  created {self.sz.ls_keys} keys under ls/ in {time.monotonic() - t0:.1f} s")
-
-    def w_ls(self, t: Target, n: int, variant: str = "") -> None:
-        keys = self.sz.ls_keys
-        if t.raw:
-            with self.window("ls", t, n, items=keys):
-                got = 0
-                for page in self.raw.get_paginator("list_objects_v2").paginate(
-                        Bucket=self.bucket, Prefix="ls/", Delimiter="/"):
-                    got += len(page.get("Contents", []))
-                if got != keys:
-                    raise RuntimeError(f"listed {got} keys, expected {keys}")
-            return
-        assert t.mnt is not None
-        with self.window("ls", t, n, items=keys):
-            r = run_cmd([f"ls -l {t.mnt / 'ls'}"], self.args.ls_timeout, shell=True)
-            lines = r.stdout.count("\n")
-            if lines != keys + 1:
-                raise RuntimeError(f"ls -l printed {lines} lines, expected {keys + 1}")
-
-    def w_parallel(self, t: Target, n: int, variant: str = "") -> None:
-        each = self.sz.parallel_each
-        keys = {f"par-{t.slug}-{n}-{i}": each for i in range(4)}
-        try:
-            if t.raw:
-                with self.window("parallel", t, n, nbytes=4 * each), \
-                        ThreadPoolExecutor(max_workers=4) as pool:
-                    list(pool.map(lambda i: self.manual_mpu(f"par-{t.slug}-{n}-{i}", i * each,
-                                                            each, threads=4), range(4)))
-            else:
-                assert t.mnt is not None
-                mnt = t.mnt
-                with self.window("parallel", t, n, nbytes=4 * each) as run:
-                    t0 = time.perf_counter()
-                    with ThreadPoolExecutor(max_workers=4) as pool:
-                        list(pool.map(lambda i: run_cmd(
-                            ["dd", f"if={self.src}", f"of={mnt / f'par-{t.slug}-{n}-{i}'}",
-                             "bs=1M", f"skip={i * each // MiB}", f"count={each // MiB}",
-                             "status=none"], self.timeout_for(4 * each)), range(4)))
-                    if not t.durable_at_close:
-                        run.extra["close_s"] = time.perf_counter() - t0
-                    self.wait_stored(t, keys)
-            self.verify_sizes(keys)
-        finally:
-            for key in keys:
-                with contextlib.suppress(Exception):
-                    self.ctl.delete_object(Bucket=self.bucket, Key=key)
+        self.ctl.meta.events.register("before-send.s3", self.rec.reqs.count_own)
+        self.work = Workloads(self.sz, self.rec, self.mounts, self.raw, self.ctl, self.bucket,
+                              self.tmpfs, ls_timeout=self.args.ls_timeout,
+                              rsync_timeout=self.args.rsync_timeout)
 
     # -- the driver --
 
-    WORKLOADS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
-        # key: (title, raw variants, FUSE systems)
-        "write": ("1 GiB sequential write (dd bs=1M), durable", ["upload_file", "MPU 4 threads"],
-                  FUSE_SYSTEMS),
-        "tar": ("tar cf - DIR | cat > mnt/x.tar", ["upload_fileobj from the pipe"],
-                FUSE_SYSTEMS),
-        "rsync": ("rsync -a of 1,000 x 4 KiB files, 10 dirs", ["put_object loop, 1 thread"],
-                  FUSE_SYSTEMS),
-        "read": ("1 GiB sequential read, cold", ["download_file", "get_object"],
-                 ("s3mpfs", "s3fs", "rclone-off")),
-        "ls": ("ls -l of 10,000 keys, fresh mount", ["list_objects_v2"],
-               ("s3mpfs", "s3fs", "rclone-off")),
-        "parallel": ("4 parallel writers x 256 MiB", ["4 x MPU 4 threads"], FUSE_SYSTEMS),
-    }
-
     def run_workload(self, wl: str) -> None:
-        title, variants, fuse = self.WORKLOADS[wl]
+        title, variants, fuse = WORKLOADS[wl]
         fuse = tuple(s for s in fuse if s in self.args.systems)
         if "boto3" not in self.args.systems:
             variants = []
         raws = [Target(f"boto3 {v}", True) for v in variants]
-        fn: Callable[..., None] = getattr(self, f"w_{wl}")
+        fn: Callable[..., None] = getattr(self.work, f"w_{wl}")
         log(f"\n== {wl}: {title}  (loadavg {loadavg()}, {self.elapsed()})")
-        setup = getattr(self, f"setup_{wl}", None)
-        if setup is not None:
-            setup()
+        self.work.setup(wl)
         fresh_per_run = wl == "ls"
         targets: dict[str, Target | None] = {}
         try:
@@ -1043,611 +159,70 @@ class Suite:
                         fn(t, n)
                     except Exception as e:
                         if not any(r.workload.startswith(wl) and r.system == s and r.round == n
-                                   for r in self.runs):
-                            self.runs.append(Run(wl, s, n, error=f"{type(e).__name__}: {e}"))
-                            self.print_run(self.runs[-1])
+                                   for r in self.rec.runs):
+                            self.rec.runs.append(Run(wl, s, n, error=f"{type(e).__name__}: {e}"))
+                            self.rec.print_run(self.rec.runs[-1])
                         if isinstance(e, TimeoutError):
                             self.skip.add((wl, s))
                             self.notes.append(f"{wl} on {s}: timed out in round {n}; "
                                               "later rounds skipped")
                         if not fresh_per_run:  # a fresh daemon for the next round
-                            self.unmount(t)
+                            self.mounts.unmount(t)
                             targets[s] = self.try_mount(wl, s, f"{wl}-r{n}")
                     finally:
                         if fresh_per_run:
-                            self.unmount(t)
+                            self.mounts.unmount(t)
         finally:
             for t in targets.values():
                 if t is not None:
-                    self.unmount(t)
-            if wl == "read":
-                with contextlib.suppress(Exception):
-                    self.ctl.delete_object(Bucket=self.bucket, Key=self.read_key)
-            if wl == "ls":
-                with contextlib.suppress(Exception):
-                    self.delete_prefix("ls/")
+                    self.mounts.unmount(t)
+            self.work.teardown(wl)
 
     def try_mount(self, wl: str, system: str, tag: str) -> Target | None:
         try:
-            return self.mount(system, tag)
+            return self.mounts.mount(system, tag)
         except Exception as e:
             run = Run(wl, system, 0, error=f"mount failed: {type(e).__name__}: {e}"[:400])
-            self.runs.append(run)
-            self.print_run(run)
+            self.rec.runs.append(run)
+            self.rec.print_run(run)
             return None
 
     def elapsed(self) -> str:
         return f"{(time.monotonic() - self.t_start) / 60:.1f} min elapsed"
 
-    # -- RSS over a long write --
-
-    def rss_long(self) -> dict[str, Any]:
-        total = self.sz.rss_total
-        reps = max(1, total // self.src.stat().st_size)
-        total = reps * self.src.stat().st_size
-        log(f"\n== rss-10g: {total / GiB:.1f} GiB written once through s3mpfs, RSS sampled "
-            f"(loadavg {loadavg()}, {self.elapsed()})")
-        t = self.mount("s3mpfs", "rss")
-        key = "rss-long.bin"
-        assert t.mnt is not None and t.pid is not None
-        path = t.mnt / key
-
-        def written() -> int | None:
-            text = os.getxattr(path, "user.s3mpfs.progress").decode()
-            m = re.search(r"written=(\d+)", text)
-            return int(m.group(1)) if m else None
-
-        out: dict[str, Any] = {"bytes": total}
-        try:
-            reset_hwm(t.pid)
-            idle_kib = status_kib(t.pid, "VmRSS")
-            cpu0 = cpu_seconds(t.pid)
-            cmd = (f"for i in $(seq {reps}); do cat {self.src}; done | "
-                   f"dd of={path} bs=1M iflag=fullblock status=none")
-            with Sampler(t.pid, [], t.exclude, interval=0.25, series=True,
-                         extra=written) as sampler:
-                t0 = time.perf_counter()
-                run_cmd([f"set -o pipefail; {cmd}"], 120 + total / (2 * MB), shell=True)
-                seconds = time.perf_counter() - t0
-            self.verify_sizes({key: total})
-            series = sampler.series or []
-            # bytes written at each sample: from the progress xattr, else interpolated in time
-            pts = []
-            for ts, rss, w in series:
-                pts.append((w if w is not None else min(total, int(total * ts / seconds)),
-                            rss / 1024, ts))
-            first = [r for w, r, _ in pts if w <= GiB] or [pts[0][1]]
-            last_half = [r for w, r, _ in pts if w >= total / 2] or [pts[-1][1]]
-            out.update(
-                seconds=seconds, mbps=total / seconds / MB,
-                cpu_per_gib=(cpu_seconds(t.pid) - cpu0) / (total / GiB),
-                rss_idle_mib=idle_kib / 1024, vmhwm_mib=status_kib(t.pid, "VmHWM") / 1024,
-                rss_max_first_gib=max(first), rss_max_last_half=max(last_half),
-                series=[(round(w / GiB, 4), round(r, 1), round(ts, 2)) for w, r, ts in pts])
-            out["growth_mib"] = out["rss_max_last_half"] - out["rss_max_first_gib"]
-            log(f"  {total / GiB:.1f} GiB in {seconds:.1f} s ({out['mbps']:.1f} MB/s); VmHWM "
-                f"{out['vmhwm_mib']:.1f} MiB; max RSS first GiB {out['rss_max_first_gib']:.1f}, "
-                f"last half {out['rss_max_last_half']:.1f} MiB")
-        except Exception as e:
-            out["error"] = f"{type(e).__name__}: {e}"[:400]
-            log(f"  FAILED {out['error']}")
-        finally:
-            with contextlib.suppress(Exception):
-                self.ctl.delete_object(Bucket=self.bucket, Key=key)
-            self.unmount(t)
-        return out
-
     # -- profiling --
 
     def profile(self, wl: str, out_dir: Path) -> dict[str, Any]:
-        """One more s3mpfs run of `wl`, sampled by two py-spy processes at once (--nonblocking:
-        they read its memory without stopping it): a flame graph (SVG) and raw stacks per
-        thread for the text summary. Not part of the results."""
-        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if not os.path.exists(pyspy):
+        """One more s3mpfs run of `wl` under py-spy (measurements.Profiler). Not part of the
+        results."""
+        spy = Profiler(wl, out_dir, self.disk)
+        if not spy.installed:
             return {"error": "py-spy not installed (pip install py-spy)"}
         res: dict[str, Any] = {"runs": []}
-        dests = {"flamegraph": out_dir / f"profile-{wl}.svg", "raw": out_dir / f"profile-{wl}.txt"}
-        spies: dict[str, subprocess.Popen[bytes]] = {}
         t: Target | None = None
         try:
-            if wl == "read":
-                self.setup_read()
-            elif wl == "ls":
-                self.setup_ls()
+            self.work.setup(wl)
             t = self.try_mount(wl, "s3mpfs", f"prof-{wl}")
             if t is None:
-                self.runs.pop()
+                self.rec.runs.pop()
                 return {"error": "mount failed"}
             assert t.pid is not None
-            for fmt, dest in dests.items():
-                dest.unlink(missing_ok=True)
-                with open(self.disk / f"py-spy-{wl}-{fmt}.log", "wb") as err:
-                    spies[fmt] = subprocess.Popen(
-                        [pyspy, "record", "--pid", str(t.pid), "--rate", "100",
-                         "--nonblocking", "--format", fmt, "-o", str(dest),
-                         *(["--threads"] if fmt == "raw" else [])],
-                        stdout=err, stderr=subprocess.STDOUT)
-            time.sleep(1.5)
-            n_before = len(self.runs)
+            spy.start(t.pid)
+            n_before = len(self.rec.runs)
             try:
-                getattr(self, f"w_{wl}")(t, 90)
+                getattr(self.work, f"w_{wl}")(t, 90)
             except Exception as e:
                 res["run_error"] = f"{type(e).__name__}: {e}"[:300]
             res["runs"] = [{"workload": r.workload, "seconds": r.seconds, "mbps": r.mbps,
-                            "cpu": r.cpu, "ok": r.ok} for r in self.runs[n_before:]]
-            del self.runs[n_before:]
+                            "cpu": r.cpu, "ok": r.ok} for r in self.rec.runs[n_before:]]
+            del self.rec.runs[n_before:]
         finally:
-            for spy in spies.values():
-                if spy.poll() is None:
-                    spy.send_signal(signal.SIGINT)
-            for spy in spies.values():
-                try:
-                    spy.wait(60)
-                except subprocess.TimeoutExpired:
-                    stop_pid(spy)
+            spy.stop()
             if t is not None:
-                self.unmount(t)
-            if wl == "read":
-                with contextlib.suppress(Exception):
-                    self.ctl.delete_object(Bucket=self.bucket, Key=self.read_key)
-            elif wl == "ls":
-                with contextlib.suppress(Exception):
-                    self.delete_prefix("ls/")
-        for fmt, dest in dests.items():
-            if dest.exists():
-                res[fmt] = str(dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest)
-            else:
-                with contextlib.suppress(OSError):
-                    res[f"{fmt}_error"] = (self.disk / f"py-spy-{wl}-{fmt}.log").read_text(
-                        errors="replace")[-300:]
-        if dests["raw"].exists():
-            res["summary"] = summarize_profile(dests["raw"])
+                self.mounts.unmount(t)
+            self.work.teardown(wl)
+        res.update(spy.outputs())
         return res
-
-
-# -- profile summary ----------------------------------------------------------------------------
-
-_WAITING = [  # (category, substring of the leaf frame): samples of a thread blocked, not busy
-    ("waiting: main loop idle in epoll_wait", "get_events (trio/_core/_io_epoll.py"),
-    ("waiting: for S3's response (socket recv)", "SocketIO.readinto (socket.py"),
-]
-_CATEGORIES = [  # (category, substrings of a frame's file); the leaf-most match wins
-    ("SigV4 signing / hashing", ("botocore/auth.py", "hashlib", "hmac.py", "awscrt/auth")),
-    ("checksums (CRC)", ("checksum", "awscrt/checksums", "crc")),
-    ("HTTP send/recv (socket, http.client, urllib3)",
-     ("socket.py", "ssl.py", "http/client.py", "urllib3", "selectors.py")),
-    ("botocore/boto3 request building, parsing, retries", ("botocore", "boto3", "s3transfer")),
-    ("pyfuse3 request loop", ("pyfuse3",)),
-    ("trio scheduling / thread hand-off", ("trio",)),
-    ("s3mpfs code", ("s3mpfs/",)),
-    ("threads / queues (stdlib)", ("threading.py", "queue.py", "concurrent/")),
-    ("logging", ("logging/",)),
-]
-
-
-def _frame_file(frame: str) -> str:
-    m = re.search(r"\(([^()]*)\)\s*$", frame)
-    return m.group(1) if m else frame
-
-
-def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
-    """py-spy raw (collapsed) stacks -> share per category (leaf-most matching frame) and the
-    top functions by own samples."""
-    cats: Counter[str] = Counter()
-    leaves: Counter[str] = Counter()
-    main_thread = Counter[str]()
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_s = line.rpartition(" ")
-        if not stack or not count_s.isdigit():
-            continue
-        count = int(count_s)
-        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        total += count
-        leaves[re.sub(r":\d+\)$", ")", frames[-1])] += count
-        worker = any("threading.py" in f and "_bootstrap" in f for f in frames)
-        main_thread["worker threads (boto3 calls)" if worker else "main thread (FUSE + trio)"] \
-            += count
-        cat = next((c for c, pat in _WAITING if pat in frames[-1]), "other")
-        for f in reversed(frames) if cat == "other" else []:
-            file = _frame_file(f)
-            hit = next((c for c, pats in _CATEGORIES if any(p in file for p in pats)), None)
-            if hit:
-                cat = hit
-                break
-        cats[cat] += count
-    if not total:
-        return {"samples": 0}
-    return {
-        "samples": total,
-        "categories": [(c, round(100 * v / total, 1)) for c, v in cats.most_common()],
-        "threads": [(c, round(100 * v / total, 1)) for c, v in main_thread.most_common()],
-        "top_functions": [(f, round(100 * v / total, 1)) for f, v in leaves.most_common(top)],
-    }
-
-
-# -- aggregation and output ---------------------------------------------------------------------
-
-
-def _med(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
-def _rng(xs: list[float], spec: str) -> str:
-    if not xs:
-        return "—"
-    if len(xs) == 1:
-        return format(xs[0], spec)
-    med, lo, hi = (format(x, spec) for x in (statistics.median(xs), min(xs), max(xs)))
-    return f"{med} ({lo}–{hi})"
-
-
-def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per (workload, system) in the order they ran."""
-    order: list[tuple[str, str]] = []
-    for r in runs:
-        if (r.workload, r.system) not in order:
-            order.append((r.workload, r.system))
-    rows = []
-    for wl, system in order:
-        rs = [r for r in runs if r.workload == wl and r.system == system]
-        ok = [r for r in rs if r.ok]
-        secs = [r.seconds for r in ok if r.seconds is not None]
-        mbps = [r.mbps for r in ok if r.mbps]
-        reqs = [sum(r.requests.values()) for r in ok if r.requests is not None]
-        req_ops = [r.requests for r in ok if r.requests is not None]
-        gib = [r.nbytes / GiB for r in ok]
-        row: dict[str, Any] = {
-            "workload": wl, "system": system, "runs": len([r for r in rs if r.round]),
-            "ok": len(ok), "seconds": secs, "mbps": mbps,
-            "seconds_median": _med(secs), "mbps_median": _med(mbps),
-            "rss_peak_mib": max((r.rss_peak_kib for r in ok if r.rss_peak_kib), default=None),
-            "rss_start_mib": min((r.rss_start_kib / 1024 for r in ok if r.rss_start_kib),
-                                 default=None),
-            "cpu_median": _med([r.cpu for r in ok if r.cpu is not None]),
-            "cpu_per_gib_median": _med([r.cpu / g for r, g in zip(ok, gib, strict=True)
-                                        if r.cpu is not None and g > 0]),
-            "staging_peak_mib": max((r.staging_peak / MiB for r in ok
-                                     if r.staging_peak is not None), default=None),
-            "staging_min_mib": min((r.staging_peak / MiB for r in ok
-                                    if r.staging_peak is not None), default=None),
-            "requests_median": _med([float(x) for x in reqs]),
-            "requests_ops": req_ops[len(req_ops) // 2] if req_ops else None,
-            "items": ok[0].items if ok else (rs[0].items if rs else 0),
-            "errors": sorted({r.error for r in rs if r.error}),
-            "disturbed": sum(1 for r in ok if r.disturbed),
-            "extra": {},
-        }
-        if row["rss_peak_mib"] is not None:
-            row["rss_peak_mib"] /= 1024
-        for k in ("transferred", "close_s", "rsync_exit", "rsync_error"):
-            vals = [r.extra[k] for r in ok if k in r.extra]
-            if vals:
-                row["extra"][k] = (_med(vals) if isinstance(vals[0], (int, float))
-                                   and k != "rsync_exit" else vals[0])
-        rows.append(row)
-    # ratio to the best raw boto3 variant of the same workload
-    for wl in {r["workload"] for r in rows}:
-        raw = [r for r in rows if r["workload"] == wl and r["system"].startswith("boto3")]
-        best_tp = max((r["mbps_median"] for r in raw if r["mbps_median"]), default=None)
-        best_s = min((r["seconds_median"] for r in raw if r["seconds_median"]), default=None)
-        for row in rows:
-            if row["workload"] != wl:
-                continue
-            if best_tp and row["mbps_median"]:
-                row["ratio_raw"] = row["mbps_median"] / best_tp
-            elif best_s and row["seconds_median"] and wl in ("rsync", "ls"):
-                row["ratio_raw"] = best_s / row["seconds_median"]
-            else:
-                row["ratio_raw"] = None
-    return rows
-
-
-def row_of(rows: list[dict[str, Any]], wl: str, system: str) -> dict[str, Any] | None:
-    return next((r for r in rows if r["workload"] == wl and r["system"] == system), None)
-
-
-def evaluate_goals(rows: list[dict[str, Any]],
-                   rss_long: dict[str, Any] | None) -> list[dict[str, Any]]:
-    goals: list[dict[str, Any]] = []
-
-    def add(name: str, ok: bool | None, detail: str, workload: str | None = None) -> None:
-        goals.append({"goal": name, "status": "n/a" if ok is None else "PASS" if ok else "MISS",
-                      "detail": detail, "workload": workload})
-
-    def best_raw(wl: str) -> tuple[str, float] | None:
-        cands = [(r["system"], r["mbps_median"]) for r in rows
-                 if r["workload"] == wl and r["system"].startswith("boto3") and r["mbps_median"]]
-        return max(cands, key=lambda x: x[1]) if cands else None
-
-    def best_peer(wl: str, key: str, lower: bool) -> tuple[str, float] | None:
-        cands = [(s, r[key]) for s in DURABLE_PEERS
-                 if (r := row_of(rows, wl, s)) is not None and r[key]]
-        if not cands:
-            return None
-        return (min if lower else max)(cands, key=lambda x: x[1])
-
-    me = row_of(rows, "write", "s3mpfs")
-    raw = best_raw("write")
-    if me and me["mbps_median"] and raw:
-        x = me["mbps_median"] / raw[1]
-        add(f"write >= {GOAL_WRITE_VS_RAW}x raw boto3", x >= GOAL_WRITE_VS_RAW,
-            f"s3mpfs {me['mbps_median']:.0f} MB/s vs {raw[0]} {raw[1]:.0f} MB/s = {x:.3f}x",
-            "write")
-    else:
-        add(f"write >= {GOAL_WRITE_VS_RAW}x raw boto3", None, "no data")
-    peer = best_peer("write", "mbps_median", lower=False)
-    if me and me["mbps_median"] and peer:
-        x = me["mbps_median"] / peer[1]
-        add(f"write >= {GOAL_WRITE_VS_PEER}x best durable FUSE peer", x >= GOAL_WRITE_VS_PEER,
-            f"s3mpfs {me['mbps_median']:.0f} MB/s vs {peer[0]} {peer[1]:.0f} MB/s = {x:.3f}x",
-            "write")
-    else:
-        add(f"write >= {GOAL_WRITE_VS_PEER}x best durable FUSE peer", None, "no data")
-    if me and me["rss_peak_mib"]:
-        add(f"daemon RSS <= {GOAL_RSS_MIB:.0f} MiB during a 1 GiB write",
-            me["rss_peak_mib"] <= GOAL_RSS_MIB, f"VmHWM {me['rss_peak_mib']:.1f} MiB", "write")
-    else:
-        add(f"daemon RSS <= {GOAL_RSS_MIB:.0f} MiB during a 1 GiB write", None, "no data")
-    if rss_long and "growth_mib" in rss_long:
-        flat = rss_long["growth_mib"] <= GOAL_RSS_FLAT_MIB
-        add(f"RSS flat over {rss_long['bytes'] / GiB:.0f} GiB (max over the last half <= max "
-            f"during the first GiB + {GOAL_RSS_FLAT_MIB:.0f} MiB)", flat,
-            f"max first GiB {rss_long['rss_max_first_gib']:.1f} MiB, max last half "
-            f"{rss_long['rss_max_last_half']:.1f} MiB, VmHWM {rss_long['vmhwm_mib']:.1f} MiB")
-    else:
-        add("RSS flat over 10 GiB", None,
-            (rss_long or {}).get("error", "not run (use --rss-10g)"))
-    me = row_of(rows, "rsync", "s3mpfs")
-    peer = best_peer("rsync", "seconds_median", lower=True)
-    if me and me["seconds_median"] and peer:
-        x = peer[1] / me["seconds_median"]
-        add(f"rsync small files >= {GOAL_RSYNC_VS_PEER}x faster than best durable peer",
-            x >= GOAL_RSYNC_VS_PEER,
-            f"s3mpfs {me['seconds_median']:.1f} s vs {peer[0]} {peer[1]:.1f} s = {x:.1f}x",
-            "rsync")
-    else:
-        add(f"rsync small files >= {GOAL_RSYNC_VS_PEER}x faster than best durable peer", None,
-            "no data")
-    if me and me["requests_median"] is not None and me["items"]:
-        per = me["requests_median"] / me["items"]
-        add(f"rsync <= {GOAL_RSYNC_REQ_PER_FILE:.0f} requests per file",
-            per <= GOAL_RSYNC_REQ_PER_FILE, f"{per:.2f} requests per file "
-            f"({me['requests_median']:.0f} for {me['items']} files)", "rsync")
-    else:
-        add(f"rsync <= {GOAL_RSYNC_REQ_PER_FILE:.0f} requests per file", None,
-            "no request counts")
-    me = row_of(rows, "read", "s3mpfs")
-    raw = best_raw("read")
-    if me and me["mbps_median"] and raw:
-        x = me["mbps_median"] / raw[1]
-        add(f"read >= {GOAL_READ_VS_RAW}x raw boto3", x >= GOAL_READ_VS_RAW,
-            f"s3mpfs {me['mbps_median']:.0f} MB/s vs {raw[0]} {raw[1]:.0f} MB/s = {x:.3f}x",
-            "read")
-    else:
-        add(f"read >= {GOAL_READ_VS_RAW}x raw boto3", None, "no data")
-    return goals
-
-
-def _f(v: float | None, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
-
-
-def markdown_table(rows: list[dict[str, Any]], titles: dict[str, str]) -> str:
-    out = ["| workload | system | runs ok | wall s, median (range) | MB/s, median (range) | "
-           "× raw boto3 | daemon peak RSS MiB | CPU s/GiB (CPU s) | staging MiB | "
-           "S3 requests per run | notes |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        wl = r["workload"]
-        notes = []
-        ex = r["extra"]
-        if "close_s" in ex:
-            notes.append(f"close() returned after {ex['close_s']:.1f} s; time is until stored")
-        if "transferred" in ex and wl == "rsync again":
-            notes.append(f"{ex['transferred']:.0f} files re-transferred")
-        if "rsync_exit" in ex:
-            notes.append(f"rsync exit {ex['rsync_exit']}: {ex.get('rsync_error', '')}")
-        if r["errors"]:
-            notes.append("FAILED: " + "; ".join(e.replace("|", "/").replace("\n", " ")[:160]
-                                                 for e in r["errors"]))
-        if r["system"] == "rclone-writes" and r["staging_peak_mib"]:
-            notes.append("staging counts files its cache keeps from earlier rounds "
-                         "(--vfs-cache-max-age 1h)")
-        if r["disturbed"]:
-            notes.append(f"{r['disturbed']} run(s) with other load > {BUSY_CORES} cores")
-        per_item = ""
-        if r["requests_median"] is not None and wl.startswith("rsync") and r["items"]:
-            per_item = f" ({r['requests_median'] / r['items']:.2f}/file)"
-        if r["ok"] == 0:
-            cpu = "—"
-        elif r["mbps_median"]:
-            cpu = _f(r["cpu_per_gib_median"], ".2f")
-        else:
-            cpu = f"({_f(r['cpu_median'], '.2f')})"
-        out.append("| " + " | ".join([
-            titles.get(wl, wl).replace("|", "\\|"), r["system"],
-            f"{r['ok']}/{max(r['runs'], r['ok'])}",
-            _rng(r["seconds"], ".2f"), _rng(r["mbps"], ".0f"),
-            _f(r.get("ratio_raw"), ".2f"),
-            _f(r["rss_peak_mib"], ".0f") if not r["system"].startswith("boto3") else "—",
-            cpu,
-            _f(r["staging_peak_mib"], ".0f") if not r["system"].startswith("boto3") else "—",
-            (_f(r["requests_median"], ".0f") + per_item) if r["requests_median"] is not None
-            else "—",
-            "; ".join(notes)]) + " |")
-    return "\n".join(out)
-
-
-SHORT_VARIANT = {"upload_file": "upload_file", "MPU 4 threads": "MPU", "get_object": "get_object",
-                 "download_file": "download_file", "4 x MPU 4 threads": "4 MPUs"}
-
-
-def _size(n: float) -> str:
-    return f"{n / GiB:g} GiB" if n >= GiB else f"{n / MiB:g} MiB"
-
-
-def summary_table(rows: list[dict[str, Any]], sz: Sizes) -> str:
-    """Systems x workloads, medians: the table for README.md."""
-    cols = [("write", "mbps_median", f"write {_size(sz.write)}, MB/s"),
-            ("tar", "mbps_median", "tar\\|cat, MB/s"),
-            ("rsync", "seconds_median", f"rsync {sz.rsync_files:,} files, s"),
-            ("rsync again", "seconds_median", "rsync again, s"),
-            ("read", "mbps_median", f"read {_size(sz.read)}, MB/s"),
-            ("ls", "seconds_median", f"ls -l {sz.ls_keys:,}, s"),
-            ("parallel", "mbps_median", "4 writers, MB/s")]
-    head = "| system | " + " | ".join(c[2] for c in cols) + " | RSS in write, MiB | " \
-        "CPU s/GiB in write | staging disk in write, MiB |"
-    out = [head, "|---" * (len(cols) + 4) + "|"]
-    for system in ("raw boto3", *FUSE_SYSTEMS):
-        cells = []
-        for wl, key, _ in cols:
-            if system == "raw boto3":
-                cand = [r for r in rows if r["workload"] == wl and r["system"].startswith("boto3")
-                        and r[key]]
-                best = (max if key == "mbps_median" else min)(cand, key=lambda r: r[key],
-                                                              default=None)
-                if best is None:
-                    cells.append("—")
-                    continue
-                variant = best["system"].removeprefix("boto3 ")
-                note = f" ({SHORT_VARIANT[variant]})" if len(cand) > 1 else ""
-                cells.append(f"{best[key]:.0f}{note}" if key == "mbps_median"
-                             else f"{best[key]:.1f}")
-                continue
-            r = row_of(rows, wl, system)
-            if r is None:
-                cells.append("—")
-            elif not r["ok"]:
-                cells.append("failed")
-            else:
-                v = r[key]
-                txt = f"{v:.0f}" if key == "mbps_median" else f"{v:.1f}"
-                if wl.startswith("rsync") and r["requests_median"] is not None and r["items"]:
-                    txt += f" ({r['requests_median'] / r['items']:.1f} req/file)"
-                cells.append(txt)
-        w = row_of(rows, "write", system) if system != "raw boto3" else None
-        rss = _f(w["rss_peak_mib"], ".0f") if w else "—"
-        if system == "raw boto3":
-            cpu = "; ".join(f"{SHORT_VARIANT[r['system'].removeprefix('boto3 ')]} "
-                            f"{r['cpu_per_gib_median']:.2f}" for r in rows
-                            if r["workload"] == "write" and r["system"].startswith("boto3")
-                            and r["cpu_per_gib_median"] is not None)
-        else:
-            cpu = _f(w["cpu_per_gib_median"], ".2f") if w else "—"
-        stage = _f(w["staging_min_mib"], ".0f") if w else "—"
-        out.append(f"| {system} | " + " | ".join(cells) + f" | {rss} | {cpu or '—'} | {stage} |")
-    return "\n".join(out)
-
-
-def requests_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| workload | system | S3 requests of the median run, by operation |", "|---|---|---|"]
-    for r in rows:
-        ops = r["requests_ops"]
-        if not ops:
-            continue
-        out.append(f"| {r['workload']} | {r['system']} | "
-                   + ", ".join(f"{k} {v}" for k, v in ops.items()) + " |")
-    return "\n".join(out)
-
-
-COLORS = {"s3mpfs": "#1f77b4", "s3fs": "#ff7f0e", "rclone-off": "#2ca02c",
-          "rclone-writes": "#98df8a"}
-
-
-def plot(rows: list[dict[str, Any]], titles: dict[str, str], path: Path, header: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [wl for wl in ("write", "tar", "rsync", "read", "ls", "parallel")
-              if any(r["workload"] == wl for r in rows)]
-    if not panels:
-        return
-    cols = 3
-    nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(16, 5.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
-    for ax, wl in zip(axes.flat, panels, strict=False):
-        rs = [r for r in rows if r["workload"] == wl]
-        by_time = wl in ("rsync", "ls")
-        names, vals, lo, hi, colors = [], [], [], [], []
-        for r in rs:
-            xs = r["seconds"] if by_time else r["mbps"]
-            names.append(r["system"].replace("boto3 ", "boto3\n").replace(" 4 threads",
-                                                                          "\n4 threads"))
-            colors.append(COLORS.get(r["system"], "#7f7f7f"))
-            if xs:
-                m = statistics.median(xs)
-                vals.append(m)
-                lo.append(m - min(xs))
-                hi.append(max(xs) - m)
-            else:
-                vals.append(0)
-                lo.append(0)
-                hi.append(0)
-        x = list(range(len(rs)))
-        ax.bar(x, vals, color=colors, yerr=[lo, hi], capsize=4, edgecolor="black",
-               linewidth=0.5)
-        top = max([v + h for v, h in zip(vals, hi, strict=True)] + [1e-9])
-        for i, (r, v) in enumerate(zip(rs, vals, strict=True)):
-            if not r["seconds"]:
-                ax.text(i, top * 0.02, "failed", ha="center", va="bottom", rotation=90,
-                        color="red", fontsize=10)
-            else:
-                label = f"{v:.1f} s" if by_time else f"{v:.0f}"
-                ax.text(i, v + hi[i] + top * 0.01, label, ha="center", va="bottom", fontsize=9)
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, fontsize=8.5, rotation=30, ha="right")
-        ax.set_ylabel("seconds (lower is better)" if by_time else "MB/s (higher is better)")
-        ax.set_title(titles.get(wl, wl), fontsize=11)
-        ax.set_ylim(0, top * 1.18)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(header, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def rss_per_gib(series: list[Any]) -> list[tuple[int, float]]:
-    """(GiB index, max VmRSS MiB) from the (GiB written, MiB, seconds) samples."""
-    out: dict[int, float] = {}
-    for g, mib, _ts in series:
-        out[int(g)] = max(out.get(int(g), 0.0), mib)
-    return sorted(out.items())
-
-
-def plot_rss(rss: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = rss.get("series") or []
-    if not series:
-        return
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.plot([s[0] for s in series], [s[1] for s in series], color=COLORS["s3mpfs"])
-    ax.axhline(GOAL_RSS_MIB, color="red", linestyle="--", linewidth=1, label="goal: 100 MiB")
-    tier = 1000 * 8 * MiB / GiB  # s3mpfs's default: parts grow 8 -> 16 MiB after part 1,000
-    if series[-1][0] > tier:
-        ax.axvline(tier, color="gray", linestyle=":", linewidth=1,
-                   label="part 1,001: parts grow from 8 to 16 MiB")
-    ax.set_xlabel("GiB written")
-    ax.set_ylabel("s3mpfs daemon VmRSS, MiB")
-    ax.set_ylim(0, max(GOAL_RSS_MIB * 1.2, max(s[1] for s in series) * 1.1))
-    ax.set_title(f"s3mpfs RSS while writing {rss['bytes'] / GiB:.0f} GiB "
-                 f"({rss.get('mbps', 0):.0f} MB/s)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -1726,8 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         rss_total=parse_size(args.rss_size or ("640M" if q else "10G")))
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.systems = [s for s in args.systems.split(",") if s]
-    bad = [w for w in args.workloads if w not in Suite.WORKLOADS]
-    bad += [s for s in args.systems if s not in ("boto3", *FUSE_SYSTEMS)]
+    bad = [w for w in args.workloads if w not in WORKLOADS]
+    bad += [s for s in args.systems if s not in SYSTEMS]
     if bad:
         p.error(f"unknown workloads/systems: {bad}")
     if args.ceph_size_gb is None:
@@ -1739,26 +314,6 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def versions(server: str) -> dict[str, str]:
-    git = "?"
-    with contextlib.suppress(Exception):
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "s3mpfs"],
-                               capture_output=True, text=True).stdout.strip()
-        git = head + (" + uncommitted changes in s3mpfs/" if dirty else "")
-    return {
-        "server": server,
-        "s3mpfs": f"{package_version('s3mpfs')} (git {git})",
-        "boto3": package_version("boto3"), "botocore": package_version("botocore"),
-        "pyfuse3": package_version("pyfuse3"), "trio": package_version("trio"),
-        "s3fs": first_line(["s3fs", "--version"]),
-        "rclone": first_line(["rclone", "version"]),
-        "fuse": first_line(["fusermount3", "--version"]),
-        "rsync": first_line(["rsync", "--version"]),
-    }
-
-
 def rerender(args: argparse.Namespace) -> int:
     """Rebuild the tables, goals and charts from a results.json (no benchmark runs)."""
     data = json.loads(args.from_json.read_text())
@@ -1768,35 +323,14 @@ def rerender(args: argparse.Namespace) -> int:
         d = {k: v for k, v in d.items() if k in Run.__dataclass_fields__}
         runs.append(Run(**d))
     sz = Sizes(**info["sizes"])
-    fake = argparse.Namespace(sizes=sz, tmpdir=None, stage_dir=None, bucket="-")
-    suite = Suite.__new__(Suite)
-    suite.sz, suite.runs, suite.notes = sz, runs, data.get("notes", [])
-    suite.tar_bytes = info.get("tar_bytes", sz.tar)
-    suite.rs_files = [""] * info.get("rsync_files", sz.rsync_files)
-    suite.args = fake
     rows = aggregate(runs)
     rss_long = data.get("rss_long")
     goals = evaluate_goals(rows, rss_long)
-    write_outputs(args, suite, info, rows, goals, rss_long, data.get("profiles") or {})
+    write_outputs(args.out, info, sz, rows, goals, rss_long, data.get("profiles") or {},
+                  runs=runs, notes=data.get("notes", []),
+                  tar_bytes=info.get("tar_bytes", sz.tar),
+                  rsync_files=info.get("rsync_files", sz.rsync_files))
     return 0
-
-
-def split_cores(server_pids: list[int]) -> str:
-    """Pin every thread of the server's processes to CPU 0 and this process (so every client
-    and daemon it starts later) to the other CPUs."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2 or not server_pids:
-        raise SystemExit("--split-cores needs 2+ CPUs and the server's PIDs (--server-pid)")
-    server, rest = {cpus[0]}, set(cpus[1:])
-    for pid in server_pids:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(int(tid), server)
-    for tid in os.listdir("/proc/self/task"):  # threads started later inherit it
-        os.sched_setaffinity(int(tid), rest)
-    text = f"server on {sorted(server)}, clients and daemons on {sorted(rest)}"
-    log(f"cpus: {text}")
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1831,16 +365,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             endpoint = args.endpoint
             server = f"external {endpoint}"
-            suite.reqs = RequestCounter(args.server_log)
-            suite.server_pids = list(args.server_pid)
+            suite.rec.reqs = RequestCounter(args.server_log)
+            suite.rec.server_pids = list(args.server_pid)
         elif args.server == "moto":
             moto = MotoServer(suite.disk / "moto.log", tmpfs_dir(6 * GiB))
             moto.start()
             endpoint, access = moto.url, TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"]
             secret = TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
             server = f"moto {package_version('moto')} (started here)"
-            suite.reqs = RequestCounter(moto.log_path)
-            suite.server_pids = [moto.proc.pid] if moto.proc else []
+            suite.rec.reqs = RequestCounter(moto.log_path)
+            suite.rec.server_pids = [moto.proc.pid] if moto.proc else []
         else:
             ceph = CephServer(args.ceph_tool, suite.disk, args.ceph_size_gb)
             log(f"starting Ceph RGW on 127.0.0.1:{ceph.rgw_port} (mon {ceph.mon_port}) in "
@@ -1852,9 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             secret = ceph.env_vars["AWS_SECRET_ACCESS_KEY"]
             server = (f"Ceph RGW {first_line(['radosgw', '--version'])}, one node, bluestore "
                       f"on a file (started here in {time.monotonic() - t0:.0f} s; RGW_DEBUG=1)")
-            suite.reqs = RequestCounter(ceph.log_path)
-            suite.server_pids = ceph.pids
-        split = split_cores(suite.server_pids) if args.split_cores else None
+            suite.rec.reqs = RequestCounter(ceph.log_path)
+            suite.rec.server_pids = ceph.pids
+        split = split_cores(suite.rec.server_pids) if args.split_cores else None
         suite.setup_clients(endpoint, access, secret, args.region)
         suite.ctl.create_bucket(Bucket=suite.bucket)
         made_bucket = True
@@ -1867,14 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"machine: {info['machine']}  loadavg {load_start}")
         for k, v in info["versions"].items():
             log(f"  {k}: {v}")
-        suite.make_sources()
+        suite.work.make_sources()
 
         for wl in args.workloads:
             suite.run_workload(wl)
         if args.rss_10g:
-            rss_long = suite.rss_long()
+            rss_long = suite.work.rss_long(suite.elapsed())
 
-        rows = aggregate(suite.runs)
+        rows = aggregate(suite.rec.runs)
         goals = evaluate_goals(rows, rss_long)
         want: list[str] = []
         if args.profile == "auto":
@@ -1894,15 +428,15 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {profiles[wl]}")
         info["loadavg_end"] = loadavg()
         info["minutes"] = round((time.monotonic() - suite.t_start) / 60, 1)
-        write_outputs(args, suite, info, rows, goals, rss_long, profiles)
+        write_outputs(args.out, info, suite.sz, rows, goals, rss_long, profiles,
+                      runs=suite.rec.runs, notes=suite.notes, tar_bytes=suite.work.tar_bytes,
+                      rsync_files=len(suite.work.rs_files))
         return 0
     finally:
-        for m in list(suite.mounts):
-            with contextlib.suppress(Exception):
-                suite.unmount_handle(m)
+        suite.mounts.stop_all()
         if made_bucket:
             with contextlib.suppress(Exception):
-                suite.delete_prefix("")
+                suite.work.delete_prefix("")
                 for page in suite.ctl.get_paginator("list_multipart_uploads").paginate(
                         Bucket=suite.bucket):
                     for u in page.get("Uploads", []):
@@ -1920,147 +454,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"warning: a mount under {suite.disk} is still there; left it in place",
                   file=sys.stderr)
-
-
-def write_outputs(args: argparse.Namespace, suite: Suite, info: dict[str, Any],
-                  rows: list[dict[str, Any]], goals: list[dict[str, Any]],
-                  rss_long: dict[str, Any] | None, profiles: dict[str, Any]) -> None:
-    sz = suite.sz
-    titles = {
-        "write": f"write {sz.write / MiB:.0f} MiB",
-        "tar": f"tar | cat {suite.tar_bytes / MiB:.0f} MiB",
-        "rsync": f"rsync -a {len(suite.rs_files)} x 4 KiB",
-        "rsync again": "rsync again (no changes)",
-        "read": f"read {sz.read / MiB:.0f} MiB",
-        "ls": f"ls -l {sz.ls_keys} keys",
-        "parallel": f"4 writers x {sz.parallel_each / MiB:.0f} MiB",
-    }
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    v = info["versions"]
-    s3fs_v = re.search(r"V(\d[\d.]*)", v["s3fs"])
-    ceph_v = re.search(r"ceph version (\S+)", v["server"])
-    server = f"Ceph RGW {ceph_v.group(1)}" if ceph_v else v["server"].split(",")[0]
-    header = (f"{info['machine']}\n{server}; s3fs {s3fs_v.group(1) if s3fs_v else '?'}; "
-              f"{v['rclone']}; boto3 {v['boto3']}; {sz.rounds} round(s), median and min-max; "
-              f"loadavg {info['loadavg_start']} -> {info['loadavg_end']} (shared 2-core "
-              "machine)")
-    plot(rows, titles, out / "results.png", header)
-    if rss_long and rss_long.get("series"):
-        plot_rss(rss_long, out / "rss-10g.png")
-    table = markdown_table(rows, titles)
-    goal_lines = [f"| {g['goal']} | **{g['status']}** | {g['detail']} |" for g in goals]
-    md = [
-        "# Benchmark results: s3mpfs vs raw boto3, s3fs-fuse and rclone mount",
-        "",
-        f"Command: `{info['command']}` (started {info['started']}, took {info['minutes']} min)",
-        "",
-        f"Machine: {info['machine']}. Load average (1/5/15 min) at start {info['loadavg_start']}"
-        f", at end {info['loadavg_end']}: other sessions' test runs share this 2-core machine,"
-        f" so absolute numbers drift; rounds are interleaved so drift hits every system alike.",
-        "",
-        *([f"CPUs: {info['cpus']} (--split-cores)", ""] if info.get("cpus") else []),
-        "Versions: " + "; ".join(f"{k} {val}" for k, val in v.items()),
-        "",
-        f"Sizes: write {sz.write / MiB:.0f} MiB, tar {suite.tar_bytes} bytes, rsync "
-        f"{len(suite.rs_files)} x 4 KiB in 10 dirs, read {sz.read / MiB:.0f} MiB, ls "
-        f"{sz.ls_keys} keys, parallel 4 x {sz.parallel_each / MiB:.0f} MiB; {sz.rounds} "
-        f"round(s) ({sz.ls_rounds} for ls), interleaved.",
-        "",
-        "![results](results.png)",
-        "",
-        "## Summary (medians)",
-        "",
-        summary_table(rows, sz),
-        "",
-        "rclone-writes: close() returns before the upload; its times run until the objects "
-        "are in S3. rsync: seconds and S3 requests per file. raw boto3: the best variant. "
-        "Staging: the smallest per-run peak (rclone's cache keeps earlier rounds' files).",
-        "",
-        "## Goals",
-        "",
-        "| goal | status | measured |",
-        "|---|---|---|",
-        *goal_lines,
-        "",
-        "Durable peers are s3fs and rclone-off (their close() returns once the object is "
-        "stored); rclone-writes is timed until its objects are in S3 and shown apart.",
-        "",
-        "## All figures",
-        "",
-        table,
-        "",
-        "- MB = 10^6 bytes. Ranges are min–max over the rounds. × raw boto3: MB/s over the "
-        "best raw boto3 variant's (for rsync and ls: its seconds over this system's).",
-        "- daemon peak RSS: VmHWM of the FUSE daemon, reset before each run "
-        "(/proc/PID/clear_refs); max over runs.",
-        "- CPU s/GiB: the daemon's utime+stime per GiB moved (raw boto3: this Python process's"
-        "); in parentheses, CPU seconds per run where no data volume applies.",
-        "- staging MiB: peak local disk the daemon used (regular files it held open, deleted "
-        "ones included, plus its staging directory).",
-        "- S3 requests per run: lines in the server's access log during the run, minus the "
-        "suite's own control requests (HeadObject/ListObjectsV2 polls).",
-        "",
-        "## S3 requests by operation",
-        "",
-        requests_table(rows),
-        "",
-    ]
-    if rss_long:
-        md += ["## RSS over a long write", ""]
-        if "error" in rss_long:
-            md.append(f"FAILED: {rss_long['error']}")
-        else:
-            md += [f"{rss_long['bytes'] / GiB:.0f} GiB written once with `cat SRC ... | dd "
-                   f"bs=1M`: {rss_long['seconds']:.0f} s ({rss_long['mbps']:.0f} MB/s), daemon "
-                   f"CPU {rss_long['cpu_per_gib']:.2f} s/GiB; RSS idle "
-                   f"{rss_long['rss_idle_mib']:.0f} MiB, max during the first GiB "
-                   f"{rss_long['rss_max_first_gib']:.1f} MiB, max over the last half "
-                   f"{rss_long['rss_max_last_half']:.1f} MiB, VmHWM "
-                   f"{rss_long['vmhwm_mib']:.1f} MiB.", "",
-                   "Max VmRSS per GiB written (MiB): " + ", ".join(
-                       f"{g}: {m:.0f}" for g, m in rss_per_gib(rss_long["series"])),
-                   "", "![rss](rss-10g.png)"]
-        md.append("")
-    if profiles:
-        md += ["## Profiles of s3mpfs (py-spy)", ""]
-        for wl, pr in profiles.items():
-            md.append(f"### {wl}")
-            md.append("")
-            for k in ("flamegraph", "raw"):
-                if k in pr:
-                    md.append(f"- {k}: `{pr[k]}`")
-            for r in pr.get("runs", []):
-                md.append(f"- profiled run: {r['workload']} {_f(r['seconds'], '.2f')} s, "
-                          f"{_f(r['mbps'], '.0f')} MB/s, daemon CPU {_f(r['cpu'], '.2f')} s "
-                          "(py-spy --nonblocking, 100 Hz)")
-            s = pr.get("summary") or {}
-            if s.get("samples"):
-                md.append(f"- {s['samples']} samples; by thread: "
-                          + ", ".join(f"{c} {p}%" for c, p in s["threads"]))
-                md.append("- by category (leaf-most matching frame): "
-                          + ", ".join(f"{c} {p}%" for c, p in s["categories"]))
-                md.append("- top functions (own samples): "
-                          + ", ".join(f"`{f}` {p}%" for f, p in s["top_functions"][:10]))
-            if "error" in pr:
-                md.append(f"- error: {pr['error']}")
-            md.append("")
-    if suite.notes:
-        md += ["## Notes", "", *[f"- {n}" for n in suite.notes], ""]
-    (out / "results.md").write_text("\n".join(md))
-    info["tar_bytes"], info["rsync_files"] = suite.tar_bytes, len(suite.rs_files)
-    data = {"info": info, "rows": rows, "goals": goals,
-            "runs": [{**asdict(r), "mbps": r.mbps} for r in suite.runs],
-            "rss_long": rss_long, "profiles": profiles, "notes": suite.notes}
-    (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
-    log("\n" + table)
-    log("\nGoals:")
-    for g in goals:
-        log(f"  {g['status']:<4}  {g['goal']}: {g['detail']}")
-    log(f"\nloadavg at start {info['loadavg_start']}, at end {info['loadavg_end']}; "
-        f"{info['minutes']} min")
-    log(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}"
-        + (f", {out / 'rss-10g.png'}" if rss_long and rss_long.get("series") else ""))
 
 
 if __name__ == "__main__":
