@@ -157,6 +157,7 @@ class Filesystem:
     async def setattr(self, ino: int, attr: SetAttr, fh: int | None = None) -> Inode:
         inode = self.names.inode(ino)
         self._writable()
+        await self.handles.settled(inode)  # a release still storing it: after that store
         writer = self.handles.writer(inode)
         if attr.size is not None and attr.size != self.size_of(inode):
             if inode.is_dir:
@@ -268,6 +269,7 @@ class Filesystem:
         inode = await self.names.resolve(self.names.child_path(parent, name))
         if inode.is_dir:
             raise FsError(errno.EISDIR)
+        await self.handles.settled(inode)  # else a release's store could land after the delete
         for handle in self.handles.writers_of(inode):
             await handle.upload.discard()
         await self.store.delete(self.key(inode))
@@ -304,6 +306,7 @@ class Filesystem:
         inode = self.names.inode(ino)
         if inode.is_dir:
             raise FsError(errno.EISDIR)
+        await self.handles.settled(inode)  # `touch f && cat f`: after the release's store
         writer = self.handles.writer(inode)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             if writer is not None and writer.state in (State.NEW, State.DIRTY):
@@ -413,7 +416,10 @@ class Filesystem:
             return
         try:
             if isinstance(handle, WriteHandle):
-                await self._release_writer(handle)
+                try:
+                    await self._release_writer(handle)
+                finally:
+                    self.handles.closed(handle)
             elif isinstance(handle, ReadHandle):
                 await handle.reader.close()  # cancels its prefetch GETs
         finally:

@@ -3,13 +3,20 @@ open many times), and each kind of handle is its own type, so a state is never a
 
 Write handles are also indexed by inode, and each inode being written has one *current*
 upload: the one opened last, whose size stat reports while the file is written. Setting and
-clearing it moves the inode's Status in and out of WRITING (inodes.py)."""
+clearing it moves the inode's Status in and out of WRITING (inodes.py).
+
+A write handle whose release is still storing the file (FUSE sends RELEASE after close() has
+returned, so `touch f && mv f g` races it) is *closing*: no longer open, not yet settled.
+The rule for that window, one for every operation: whatever needs the stored object (rename,
+unlink, open, a size change) first waits in settled() until the store has landed or failed."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
 from typing import NewType
+
+import trio
 
 from s3mpfs.inodes import Inode, InodeT
 from s3mpfs.listing import DirEntry
@@ -50,6 +57,8 @@ class HandleTable:
         self._next = itertools.count(1)
         self._writers: dict[InodeT, list[WriteHandle]] = {}
         self._current: dict[InodeT, Upload] = {}
+        self._closing: dict[InodeT, list[WriteHandle]] = {}
+        self._settled: dict[InodeT, trio.Event] = {}
 
     def add(self, handle: Handle) -> FileHandleT:
         fh = FileHandleT(next(self._next))
@@ -62,13 +71,31 @@ class HandleTable:
         return self._handles.get(FileHandleT(fh))
 
     def pop(self, fh: int) -> Handle | None:
+        """The handle's last descriptor is gone; a write handle is closing until closed()."""
         handle = self._handles.pop(FileHandleT(fh), None)
         if isinstance(handle, WriteHandle):
-            same = self._writers[handle.inode.ino]
+            ino = handle.inode.ino
+            same = self._writers[ino]
             same.remove(handle)
             if not same:
-                del self._writers[handle.inode.ino]
+                del self._writers[ino]
+            self._closing.setdefault(ino, []).append(handle)
+            self._settled.setdefault(ino, trio.Event())
         return handle
+
+    def closed(self, handle: WriteHandle) -> None:
+        """Its release has stored the file (or failed): operations waiting may go on."""
+        ino = handle.inode.ino
+        closing = self._closing[ino]
+        closing.remove(handle)
+        if not closing:
+            del self._closing[ino]
+            self._settled.pop(ino).set()
+
+    async def settled(self, inode: Inode) -> None:
+        """Wait until no release of this inode is still storing it."""
+        while (event := self._settled.get(inode.ino)) is not None:
+            await event.wait()
 
     def writers(self) -> list[WriteHandle]:
         return [h for same in self._writers.values() for h in same]

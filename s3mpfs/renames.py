@@ -56,6 +56,9 @@ class Renamer:
             if exc.errno != errno.ENOENT:
                 raise
             target = None
+        for settling in (inode, target):  # a release still storing either: after its store
+            if settling is not None:
+                await self.handles.settled(settling)
         if target is not None:
             if flags & RENAME_NOREPLACE or (self.no_clobber and not target.is_dir):
                 raise FsError(errno.EEXIST)
