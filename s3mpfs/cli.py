@@ -1,4 +1,4 @@
-"""Command line -> MountConfig. No logic beyond parsing and validation.
+"""Command line -> MountConfig (config.py). No logic beyond parsing and validation.
 
 `-o` takes FUSE mount options and s3mpfs options alike (`-o allow_other,part_size=16M`), which
 is how mount(8) and fstab hand options to a FUSE helper. mount.fuse3 (what `mount -t
@@ -11,6 +11,7 @@ unless nodev/nosuid was given. So every generic mount flag libfuse knows is acce
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from s3mpfs import __version__, objectopts
@@ -22,6 +23,7 @@ from s3mpfs.config import (
     MAX_PARTS,
     STORAGE_CLASSES,
     ConfigError,
+    FsConfig,
     MountConfig,
     S3Config,
     UploadConfig,
@@ -222,14 +224,15 @@ def _apply_o(args: argparse.Namespace) -> list[str]:
     return fuse
 
 
-def _modes(args: argparse.Namespace) -> tuple[int | None, int | None]:
+def _modes(args: argparse.Namespace) -> tuple[int, int]:
     file_mode = parse_mode(args.file_mode) if args.file_mode else None
     dir_mode = parse_mode(args.dir_mode) if args.dir_mode else None
     if args.umask:
         mask = parse_mode(args.umask)
         file_mode = 0o666 & ~mask if file_mode is None else file_mode
         dir_mode = 0o777 & ~mask if dir_mode is None else dir_mode
-    return file_mode, dir_mode
+    return (FsConfig.file_mode if file_mode is None else file_mode,
+            FsConfig.dir_mode if dir_mode is None else dir_mode)
 
 
 def parse_args(argv: list[str]) -> MountConfig:
@@ -251,14 +254,17 @@ def parse_args(argv: list[str]) -> MountConfig:
             content_type=args.content_type, tags=args.tag, acl=args.acl)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
+    fs = FsConfig(
+        prefix=prefix, upload=upload,
+        uid=os.getuid() if args.uid is None else args.uid,
+        gid=os.getgid() if args.gid is None else args.gid,
+        read_only=args.read_only, metadata_ttl=metadata_ttl, file_mode=file_mode,
+        dir_mode=dir_mode, no_clobber=objects.no_clobber)
     return MountConfig(
         s3=S3Config(bucket, prefix, args.endpoint_url, args.region, args.profile),
-        mountpoint=args.mountpoint, upload=upload,
-        foreground=args.foreground or args.systemd,
-        debug=args.debug, log_file=args.log_file, read_only=args.read_only,
-        fuse_options=tuple(fuse_options), uid=args.uid, gid=args.gid,
-        file_mode=file_mode, dir_mode=dir_mode, systemd=args.systemd, objects=objects,
-        metadata_ttl=metadata_ttl,
+        mountpoint=args.mountpoint, fs=fs, objects=objects,
+        foreground=args.foreground or args.systemd, debug=args.debug, log_file=args.log_file,
+        fuse_options=tuple(fuse_options), systemd=args.systemd,
     )
 
 

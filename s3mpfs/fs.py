@@ -32,12 +32,12 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
 from s3mpfs import openers, xattrs
-from s3mpfs.config import MAX_PART_SIZE, UploadConfig
+from s3mpfs.config import MAX_PART_SIZE, FsConfig
 from s3mpfs.errors import FsError, NotFound, StoreError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
 from s3mpfs.inodes import Inode, InodeTable, Kind, join
@@ -64,23 +64,8 @@ FOLD_WINDOW = 2.0
 RENAME_PARALLEL = 16
 
 
-@dataclass(frozen=True)
-class FsOptions:
-    prefix: str = ""
-    upload: UploadConfig = field(default_factory=UploadConfig)
-    uid: int = field(default_factory=os.getuid)
-    gid: int = field(default_factory=os.getgid)
-    read_only: bool = False
-    # How long attributes and listings learnt from S3 are trusted (the kernel caches them as
-    # long); 0 asks S3 every time.
-    metadata_ttl: float = 5.0
-    # How long "no such name" is remembered; our own create/mkdir/rename forget it at once.
-    negative_ttl: float = 1.0
-    # Permission bits of objects and directories that carry no x-amz-meta-mode.
-    file_mode: int = 0o644
-    dir_mode: int = 0o755
-    # --no-clobber: never replace an object (O_TRUNC on one and rename onto one: EEXIST).
-    no_clobber: bool = False
+# The filesystem's part of the mount's configuration (config.py); the old name stays for tests.
+FsOptions = FsConfig
 
 
 @dataclass(frozen=True)
@@ -93,16 +78,16 @@ class SetAttr:
 
 
 class Filesystem:
-    def __init__(self, store: ObjectStore, options: FsOptions | None = None) -> None:
+    def __init__(self, store: ObjectStore, options: FsConfig | None = None) -> None:
         self.store = store
-        self.opts = options or FsOptions()
+        self.opts = options or FsConfig()
         self.inodes = InodeTable(uid=self.opts.uid, gid=self.opts.gid,
                                  file_mode=self.opts.file_mode, dir_mode=self.opts.dir_mode)
         self.handles = HandleTable()
         self.budget = PartBudget(
             self.opts.upload.max_parts_in_memory,
             keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
-        self.read_budget = ReadBudget()  # prefetched bytes across all read handles
+        self.read_budget = ReadBudget(self.opts.read.memory_limit)  # prefetch, all handles
         self._nursery: trio.Nursery | None = None
         # Complete directory listings by directory path: (valid until, name -> entry). They
         # answer lookups (existence, file or directory) without requests while fresh.
@@ -713,7 +698,8 @@ class Filesystem:
                 self._set_file_info(inode, await self.store.head(self.key(inode)))
             inode.open_handles += 1
             reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
-                            nursery=self._nursery, budget=self.read_budget)
+                            nursery=self._nursery, budget=self.read_budget,
+                            config=self.opts.read)
             return self.handles.add(ReadHandle(inode, reader))
         self._writable()
         if inode.writer is None:

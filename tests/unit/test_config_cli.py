@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -12,8 +13,10 @@ from s3mpfs.config import (
     DEFAULT_PART_SIZE,
     DEFAULT_UPLOAD_CONCURRENCY,
     ConfigError,
+    FsConfig,
     GiB,
     MiB,
+    ReadConfig,
     UploadConfig,
     parse_bucket,
     parse_size,
@@ -114,9 +117,10 @@ def test_defaults() -> None:
     assert (cfg.s3.bucket, cfg.s3.prefix) == ("bucket", "")
     assert (cfg.s3.endpoint_url, cfg.s3.region, cfg.s3.profile) == (None, None, None)
     assert cfg.mountpoint == "/mnt/x"
-    assert cfg.upload == UploadConfig()
-    assert (cfg.foreground, cfg.debug, cfg.read_only) == (False, False, False)
-    assert (cfg.log_file, cfg.uid, cfg.gid) == (None, None, None)
+    assert cfg.fs == FsConfig(uid=os.getuid(), gid=os.getgid())
+    assert (cfg.fs.upload, cfg.fs.read) == (UploadConfig(), ReadConfig())
+    assert (cfg.foreground, cfg.debug, cfg.fs.read_only) == (False, False, False)
+    assert cfg.log_file is None
     assert cfg.fuse_options == ()
 
 
@@ -129,9 +133,9 @@ def test_long_options() -> None:
     assert (cfg.s3.bucket, cfg.s3.prefix) == ("bkt", "data/in/")
     assert (cfg.s3.endpoint_url, cfg.s3.region, cfg.s3.profile) == (
         "http://127.0.0.1:9000", "eu-west-1", "p")
-    assert cfg.upload == UploadConfig(part_size=16 * MiB, concurrency=8, memory_limit=GiB)
-    assert (cfg.foreground, cfg.read_only, cfg.debug) == (True, True, True)
-    assert (cfg.uid, cfg.gid, cfg.log_file) == (1000, 100, "/tmp/log")
+    assert cfg.fs.upload == UploadConfig(part_size=16 * MiB, concurrency=8, memory_limit=GiB)
+    assert (cfg.foreground, cfg.fs.read_only, cfg.debug) == (True, True, True)
+    assert (cfg.fs.uid, cfg.fs.gid, cfg.log_file) == (1000, 100, "/tmp/log")
 
 
 def test_dash_o_mixes_fuse_s3mpfs_and_fstab_options() -> None:
@@ -139,25 +143,25 @@ def test_dash_o_mixes_fuse_s3mpfs_and_fstab_options() -> None:
                       "allow_other,part_size=16M,endpoint_url=http://x,_netdev,noauto,"
                       "x-systemd.automount"])
     assert cfg.fuse_options == ("allow_other",)
-    assert cfg.upload.part_size == 16 * MiB
+    assert cfg.fs.upload.part_size == 16 * MiB
     assert cfg.s3.endpoint_url == "http://x"
-    assert cfg.read_only is False
+    assert cfg.fs.read_only is False
 
 
 def test_dash_o_repeated_and_spelled_with_dashes() -> None:
     cfg = parse_args(["bucket", "/mnt", "-o", "upload-concurrency=3,uid=7", "-o",
                       "gid=8,debug,fsname=s3mpfs,nofail,x-systemd.mount-timeout=30",
                       "-o", "memory_limit=64M,region=r,profile=p,log_file=/l"])
-    assert cfg.upload.concurrency == 3
-    assert cfg.upload.memory_limit == 64 * MiB
-    assert (cfg.uid, cfg.gid, cfg.debug) == (7, 8, True)
+    assert cfg.fs.upload.concurrency == 3
+    assert cfg.fs.upload.memory_limit == 64 * MiB
+    assert (cfg.fs.uid, cfg.fs.gid, cfg.debug) == (7, 8, True)
     assert (cfg.s3.region, cfg.s3.profile, cfg.log_file) == ("r", "p", "/l")
     assert cfg.fuse_options == ("fsname=s3mpfs",)
 
 
 def test_dash_o_ro_is_read_only() -> None:
-    assert parse_args(["bucket", "/mnt", "-o", "ro"]).read_only is True
-    assert parse_args(["bucket", "/mnt", "-o", "rw"]).read_only is False
+    assert parse_args(["bucket", "/mnt", "-o", "ro"]).fs.read_only is True
+    assert parse_args(["bucket", "/mnt", "-o", "rw"]).fs.read_only is False
 
 
 def test_dash_o_comment_is_ignored() -> None:
@@ -201,9 +205,9 @@ def test_bad_values_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
 
 
 def test_metadata_ttl_default_flag_and_option() -> None:
-    assert parse_args(["bucket", "/mnt"]).metadata_ttl == 5.0
-    assert parse_args(["bucket", "/mnt", "--metadata-ttl", "0"]).metadata_ttl == 0.0
-    assert parse_args(["bucket", "/mnt", "-o", "metadata_ttl=30"]).metadata_ttl == 30.0
+    assert parse_args(["bucket", "/mnt"]).fs.metadata_ttl == 5.0
+    assert parse_args(["bucket", "/mnt", "--metadata-ttl", "0"]).fs.metadata_ttl == 0.0
+    assert parse_args(["bucket", "/mnt", "-o", "metadata_ttl=30"]).fs.metadata_ttl == 30.0
 
 
 def test_bad_bucket_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
