@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from s3mpfs import __version__, objectopts
+from s3mpfs import __version__
 from s3mpfs.config import (
     CANNED_ACLS,
     DEFAULT_MEMORY_LIMIT,
@@ -29,6 +29,7 @@ from s3mpfs.config import (
     UploadConfig,
     parse_bucket,
     parse_mode,
+    parse_object_options,
     parse_seconds,
     parse_size,
 )
@@ -248,7 +249,7 @@ def parse_args(argv: list[str]) -> MountConfig:
                               checksum=str(args.checksum))
         file_mode, dir_mode = _modes(args)
         metadata_ttl = parse_seconds(args.metadata_ttl, "--metadata-ttl")
-        objects = objectopts.parse_options(
+        objects = parse_object_options(
             storage_class=args.storage_class, sse=args.sse, sse_kms_key_id=args.sse_kms_key_id,
             sse_c_key_file=args.sse_c_key_file, no_clobber=args.no_clobber,
             content_type=args.content_type, tags=args.tag, acl=args.acl)

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 import pyfuse3
 import trio
 
-from s3mpfs import __version__, objectopts, orphans, status
-from s3mpfs.config import MountConfig
+from s3mpfs import __version__, orphans, status
+from s3mpfs.config import MountConfig, describe_objects
 from s3mpfs.errors import StoreError
 from s3mpfs.fs import Filesystem
 from s3mpfs.fuse_ops import Operations
@@ -243,7 +243,7 @@ def run(cfg: MountConfig) -> int:
         setup_logging(debug=cfg.debug, log_file=log_file, daemon=True)
     where = _describe(cfg, mountpoint)
     log.info("s3mpfs %s mounted %s (pid %d)", __version__, where, os.getpid())
-    log.info("new objects: %s", objectopts.describe(cfg.objects))
+    log.info("new objects: %s", describe_objects(cfg.objects))
     try:
         trio.run(_serve, fs, ops, device, where)
     except BaseException:
