@@ -19,12 +19,17 @@ from s3mpfs.config import (
     CANNED_ACLS,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_PART_SIZE,
+    DEFAULT_READ_MEMORY,
     DEFAULT_UPLOAD_CONCURRENCY,
+    INITIAL_WINDOW,
     MAX_PARTS,
+    MAX_WINDOW,
     STORAGE_CLASSES,
     ConfigError,
     FsConfig,
+    MiB,
     MountConfig,
+    ReadConfig,
     S3Config,
     UploadConfig,
     parse_bucket,
@@ -52,7 +57,8 @@ MOUNT_FUSE3_ONLY = ("setuid=", "drop_privileges")
 S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concurrency",
                  "memory_limit", "max_parts", "checksum", "log_file", "uid", "gid", "file_mode",
                  "dir_mode", "umask", "storage_class", "sse", "sse_kms_key_id",
-                 "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl"}
+                 "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl", "read_ahead",
+                 "first_read", "read_memory"}
 S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd", "no_clobber"}
 # -o spellings of a flag besides its own name
 FLAG_ALIASES = {"noclobber": "no_clobber"}
@@ -118,6 +124,22 @@ def _parser() -> argparse.ArgumentParser:
                     help="checksum every part carries for S3 to verify; crc64nvme also gives "
                          "the object a full-object CRC64NVME; md5 or off for stores that "
                          "reject CRC headers; default %(default)s")
+    rd = p.add_argument_group(
+        "reads",
+        "Each open file prefetches ahead of a sequential reader with ranged GETs: a first\n"
+        "GET of --first-read bytes, then a window doubling up to --read-ahead; a seek starts\n"
+        "small again. Also as -o read_ahead=,first_read=,read_memory=.")
+    rd.add_argument("--read-ahead", metavar="SIZE", default=f"{MAX_WINDOW // MiB}M",
+                    help="most bytes prefetched ahead of a sequential reader, per open file; "
+                         "default %(default)s")
+    rd.add_argument("--first-read", metavar="SIZE",
+                    help="the first GET of an open file (at most 8M; more starts the window "
+                         "larger), and where the window starts again after a seek; default "
+                         f"{INITIAL_WINDOW // 1024}K, or --read-ahead if smaller")
+    rd.add_argument("--read-memory", metavar="SIZE", default=f"{DEFAULT_READ_MEMORY // MiB}M",
+                    help="prefetched bytes across all open files: prefetch takes only what is "
+                         "free, reads never wait for it; 0: every read fetches just its own "
+                         "range; default %(default)s")
     mnt = p.add_argument_group("mount")
     mnt.add_argument("-f", "--foreground", action="store_true",
                      help="stay in the foreground (default: daemonise once mounted)")
@@ -247,6 +269,10 @@ def parse_args(argv: list[str]) -> MountConfig:
                               memory_limit=parse_size(args.memory_limit),
                               max_parts=int(args.max_parts),
                               checksum=str(args.checksum))
+        read = ReadConfig.tuned(
+            read_ahead=parse_size(args.read_ahead),
+            first_read=parse_size(args.first_read) if args.first_read else None,
+            memory_limit=parse_size(args.read_memory))
         file_mode, dir_mode = _modes(args)
         metadata_ttl = parse_seconds(args.metadata_ttl, "--metadata-ttl")
         objects = parse_object_options(
@@ -256,7 +282,7 @@ def parse_args(argv: list[str]) -> MountConfig:
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     fs = FsConfig(
-        prefix=prefix, upload=upload,
+        prefix=prefix, upload=upload, read=read,
         uid=os.getuid() if args.uid is None else args.uid,
         gid=os.getgid() if args.gid is None else args.gid,
         read_only=args.read_only, metadata_ttl=metadata_ttl, file_mode=file_mode,
