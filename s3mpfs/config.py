@@ -134,8 +134,8 @@ class ReadConfig:
         first = min(INITIAL_WINDOW, read_ahead) if first_read is None else first_read
         where = "--read-ahead" if first_read is None else "--first-read"
         if first < 1:
-            raise ConfigError(f"{where} must be at least 1 byte (prefetching cannot be turned "
-                              "off; --read-memory 0 stops it)")
+            raise ConfigError(f"{where} must be at least 1 byte (to fetch only what is read, "
+                              "use --read-memory 0)")
         if read_ahead < first:
             raise ConfigError(f"--read-ahead {read_ahead} is below --first-read {first}: the "
                               "window starts at the first read's size and only grows")

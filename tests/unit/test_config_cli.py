@@ -22,7 +22,10 @@ from s3mpfs.config import (
     FsConfig,
     GiB,
     MiB,
+    MountConfig,
+    ObjectOptions,
     ReadConfig,
+    S3Config,
     UploadConfig,
     parse_bucket,
     parse_size,
@@ -285,6 +288,20 @@ def test_bad_read_options_exit_2_with_one_line(capsys: pytest.CaptureFixture[str
     assert exc.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and shown in errors[0], errors
+
+
+def test_mount_config_refuses_parts_that_disagree() -> None:
+    """prefix and no_clobber are read by the store side (S3Config, ObjectOptions) and by the
+    filesystem (FsConfig): a MountConfig whose copies differ is a bug, refused at once."""
+    s3 = S3Config("bucket", "pre/")
+    MountConfig(s3, "/mnt", fs=FsConfig(prefix="pre/"))
+    with pytest.raises(ValueError, match="must match"):
+        MountConfig(s3, "/mnt")  # fs.prefix ""
+    with pytest.raises(ValueError, match="must match"):
+        MountConfig(s3, "/mnt", fs=FsConfig(prefix="pre/"),
+                    objects=ObjectOptions(no_clobber=True))
+    cfg = parse_args(["bucket:pre", "/mnt", "--no-clobber"])
+    assert (cfg.fs.prefix, cfg.fs.no_clobber) == ("pre/", True)
 
 
 async def _read_through(argv: list[str], size: int) -> tuple[list[tuple[int, int]], int]:
