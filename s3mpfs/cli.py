@@ -1,4 +1,4 @@
-"""Command line -> MountConfig. No logic beyond parsing and validation.
+"""Command line -> MountConfig (config.py). No logic beyond parsing and validation.
 
 `-o` takes FUSE mount options and s3mpfs options alike (`-o allow_other,part_size=16M`), which
 is how mount(8) and fstab hand options to a FUSE helper. mount.fuse3 (what `mount -t
@@ -11,22 +11,30 @@ unless nodev/nosuid was given. So every generic mount flag libfuse knows is acce
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from s3mpfs import __version__, objectopts
+from s3mpfs import __version__
 from s3mpfs.config import (
     CANNED_ACLS,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_PART_SIZE,
+    DEFAULT_READ_MEMORY,
     DEFAULT_UPLOAD_CONCURRENCY,
+    INITIAL_WINDOW,
     MAX_PARTS,
+    MAX_WINDOW,
     STORAGE_CLASSES,
     ConfigError,
+    FsConfig,
+    MiB,
     MountConfig,
+    ReadConfig,
     S3Config,
     UploadConfig,
     parse_bucket,
     parse_mode,
+    parse_object_options,
     parse_seconds,
     parse_size,
 )
@@ -49,7 +57,8 @@ MOUNT_FUSE3_ONLY = ("setuid=", "drop_privileges")
 S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concurrency",
                  "memory_limit", "max_parts", "checksum", "log_file", "uid", "gid", "file_mode",
                  "dir_mode", "umask", "storage_class", "sse", "sse_kms_key_id",
-                 "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl"}
+                 "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl", "read_ahead",
+                 "first_read", "read_memory"}
 S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd", "no_clobber"}
 # -o spellings of a flag besides its own name
 FLAG_ALIASES = {"noclobber": "no_clobber"}
@@ -115,6 +124,22 @@ def _parser() -> argparse.ArgumentParser:
                     help="checksum every part carries for S3 to verify; crc64nvme also gives "
                          "the object a full-object CRC64NVME; md5 or off for stores that "
                          "reject CRC headers; default %(default)s")
+    rd = p.add_argument_group(
+        "reads",
+        "Each open file prefetches ahead of a sequential reader with ranged GETs: a first\n"
+        "GET of --first-read bytes, then a window doubling up to --read-ahead; a seek starts\n"
+        "small again. Also as -o read_ahead=,first_read=,read_memory=.")
+    rd.add_argument("--read-ahead", metavar="SIZE", default=f"{MAX_WINDOW // MiB}M",
+                    help="most bytes prefetched ahead of a sequential reader, per open file; "
+                         "default %(default)s")
+    rd.add_argument("--first-read", metavar="SIZE",
+                    help="the first GET of an open file (at most 8M; more starts the window "
+                         "larger), and where the window starts again after a seek; default "
+                         f"{INITIAL_WINDOW // 1024}K, or --read-ahead if smaller")
+    rd.add_argument("--read-memory", metavar="SIZE", default=f"{DEFAULT_READ_MEMORY // MiB}M",
+                    help="prefetched bytes across all open files: prefetch takes only what is "
+                         "free, reads never wait for it; 0: every read fetches just its own "
+                         "range; default %(default)s")
     mnt = p.add_argument_group("mount")
     mnt.add_argument("-f", "--foreground", action="store_true",
                      help="stay in the foreground (default: daemonise once mounted)")
@@ -222,14 +247,15 @@ def _apply_o(args: argparse.Namespace) -> list[str]:
     return fuse
 
 
-def _modes(args: argparse.Namespace) -> tuple[int | None, int | None]:
+def _modes(args: argparse.Namespace) -> tuple[int, int]:
     file_mode = parse_mode(args.file_mode) if args.file_mode else None
     dir_mode = parse_mode(args.dir_mode) if args.dir_mode else None
     if args.umask:
         mask = parse_mode(args.umask)
         file_mode = 0o666 & ~mask if file_mode is None else file_mode
         dir_mode = 0o777 & ~mask if dir_mode is None else dir_mode
-    return file_mode, dir_mode
+    return (FsConfig.file_mode if file_mode is None else file_mode,
+            FsConfig.dir_mode if dir_mode is None else dir_mode)
 
 
 def parse_args(argv: list[str]) -> MountConfig:
@@ -243,22 +269,29 @@ def parse_args(argv: list[str]) -> MountConfig:
                               memory_limit=parse_size(args.memory_limit),
                               max_parts=int(args.max_parts),
                               checksum=str(args.checksum))
+        read = ReadConfig.tuned(
+            read_ahead=parse_size(args.read_ahead),
+            first_read=parse_size(args.first_read) if args.first_read else None,
+            memory_limit=parse_size(args.read_memory))
         file_mode, dir_mode = _modes(args)
         metadata_ttl = parse_seconds(args.metadata_ttl, "--metadata-ttl")
-        objects = objectopts.parse_options(
+        objects = parse_object_options(
             storage_class=args.storage_class, sse=args.sse, sse_kms_key_id=args.sse_kms_key_id,
             sse_c_key_file=args.sse_c_key_file, no_clobber=args.no_clobber,
             content_type=args.content_type, tags=args.tag, acl=args.acl)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
+    fs = FsConfig(
+        prefix=prefix, upload=upload, read=read,
+        uid=os.getuid() if args.uid is None else args.uid,
+        gid=os.getgid() if args.gid is None else args.gid,
+        read_only=args.read_only, metadata_ttl=metadata_ttl, file_mode=file_mode,
+        dir_mode=dir_mode, no_clobber=objects.no_clobber)
     return MountConfig(
         s3=S3Config(bucket, prefix, args.endpoint_url, args.region, args.profile),
-        mountpoint=args.mountpoint, upload=upload,
-        foreground=args.foreground or args.systemd,
-        debug=args.debug, log_file=args.log_file, read_only=args.read_only,
-        fuse_options=tuple(fuse_options), uid=args.uid, gid=args.gid,
-        file_mode=file_mode, dir_mode=dir_mode, systemd=args.systemd, objects=objects,
-        metadata_ttl=metadata_ttl,
+        mountpoint=args.mountpoint, fs=fs, objects=objects,
+        foreground=args.foreground or args.systemd, debug=args.debug, log_file=args.log_file,
+        fuse_options=tuple(fuse_options), systemd=args.systemd,
     )
 
 

@@ -1,8 +1,16 @@
-"""Configuration: frozen dataclasses built by cli.py and validated here, once."""
+"""Configuration: frozen dataclasses built by cli.py and validated here, once.
+
+One `MountConfig` per mount, composed of the parts each layer takes as is: `S3Config` (the
+store's connection), `ObjectOptions` (what every object carries: objectopts.ObjectArgs),
+`FsConfig` (the filesystem: fs.Filesystem), holding `UploadConfig` (upload.py) and
+`ReadConfig` (prefetch.py). Also the parsers of the command line's strings into them.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
@@ -79,6 +87,63 @@ class UploadConfig:
         return max(1, self.memory_limit // self.part_size)
 
 
+# Reads: what the constants mean and where they come from is in prefetch.py's docstring.
+INITIAL_WINDOW = 1 * MiB + 128 * 1024
+MAX_WINDOW = 64 * MiB
+REQUEST_SIZE = 8 * MiB
+KEEP_BEHIND = 1 * MiB
+SEEK_TOLERANCE = 1 * MiB
+# Ahead of the frontier (MAX_WINDOW), plus the chunk holding the frontier and the one kept behind
+# it (each up to REQUEST_SIZE).
+MAX_BUFFER = MAX_WINDOW + 2 * REQUEST_SIZE
+DEFAULT_READ_MEMORY = 256 * MiB
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    initial_window: int = INITIAL_WINDOW
+    max_window: int = MAX_WINDOW
+    request_size: int = REQUEST_SIZE
+    keep_behind: int = KEEP_BEHIND
+    seek_tolerance: int = SEEK_TOLERANCE
+    max_buffer: int = MAX_BUFFER  # bytes one handle may hold or have in flight
+    # Speculative (prefetched) bytes across every open handle: prefetch.ReadBudget's limit.
+    memory_limit: int = DEFAULT_READ_MEMORY
+
+    def __post_init__(self) -> None:
+        if self.request_size < 1 or self.initial_window < 1:
+            raise ConfigError("request_size and initial_window (--first-read) must be positive")
+        if self.max_window < self.initial_window:
+            raise ConfigError("max_window (--read-ahead) must be at least initial_window "
+                              "(--first-read)")
+        if self.keep_behind < 0 or self.seek_tolerance < 0:
+            raise ConfigError("keep_behind and seek_tolerance must not be negative")
+        # A read is served in pieces of at most request_size; the chunks it needs (the piece
+        # plus at most one partly used chunk on each side) must always fit.
+        if self.max_buffer < 3 * self.request_size:
+            raise ConfigError("max_buffer must hold at least three requests")
+        if self.memory_limit < 0:
+            raise ConfigError("--read-memory must not be negative")
+
+    @classmethod
+    def tuned(cls, read_ahead: int = MAX_WINDOW, first_read: int | None = None,
+              memory_limit: int = DEFAULT_READ_MEMORY) -> ReadConfig:
+        """The command line's read options. A handle may hold its window plus the chunk at
+        the frontier and the one behind it (as MAX_BUFFER); the first read is INITIAL_WINDOW,
+        or the whole window if that is smaller. tuned() == ReadConfig()."""
+        first = min(INITIAL_WINDOW, read_ahead) if first_read is None else first_read
+        where = "--read-ahead" if first_read is None else "--first-read"
+        if first < 1:
+            raise ConfigError(f"{where} must be at least 1 byte (to fetch only what is read, "
+                              "use --read-memory 0)")
+        if read_ahead < first:
+            raise ConfigError(f"--read-ahead {read_ahead} is below --first-read {first}: the "
+                              "window starts at the first read's size and only grows")
+        return cls(initial_window=first, max_window=read_ahead,
+                   max_buffer=max(read_ahead, REQUEST_SIZE) + 2 * REQUEST_SIZE,
+                   memory_limit=memory_limit)
+
+
 # Storage classes S3 takes in x-amz-storage-class (PutObject, CreateMultipartUpload, CopyObject).
 STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
                    "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "OUTPOSTS",
@@ -148,27 +213,50 @@ class ObjectOptions:
 
 
 @dataclass(frozen=True)
+class FsConfig:
+    """What the filesystem (fs.Filesystem) takes."""
+
+    prefix: str = ""  # S3Config.prefix
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    read_only: bool = False
+    # How long attributes and listings learnt from S3 are trusted (the kernel caches them as
+    # long); 0 asks S3 every time.
+    metadata_ttl: float = 5.0
+    # How long "no such name" is remembered; our own create/mkdir/rename forget it at once.
+    negative_ttl: float = 1.0
+    # Permission bits of objects and directories that carry no x-amz-meta-mode.
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    # --no-clobber: never replace an object (O_TRUNC on one and rename onto one: EEXIST);
+    # ObjectOptions.no_clobber puts the condition on the requests.
+    no_clobber: bool = False
+
+
+@dataclass(frozen=True)
 class MountConfig:
+    """One mount: cli.parse_args builds it, mount.run hands each part to its layer as is."""
+
     s3: S3Config
     mountpoint: str
-    upload: UploadConfig = field(default_factory=UploadConfig)
+    fs: FsConfig = field(default_factory=FsConfig)
+    # Storage class, encryption, no-clobber, content type, tags, ACL of the objects written.
+    objects: ObjectOptions = field(default_factory=ObjectOptions)
     foreground: bool = False
     debug: bool = False
     log_file: str | None = None
-    read_only: bool = False
     fuse_options: tuple[str, ...] = ()
-    uid: int | None = None
-    gid: int | None = None
-    # Permission bits of objects and directories that carry no x-amz-meta-mode.
-    file_mode: int | None = None
-    dir_mode: int | None = None
     # Run as a systemd service: stay in the foreground, log to stderr with journald's <N>
     # priority prefixes (also chosen automatically under systemd: see logs.py).
     systemd: bool = False
-    # Storage class, encryption, no-clobber, content type, tags, ACL of the objects written.
-    objects: ObjectOptions = field(default_factory=ObjectOptions)
-    # Seconds attributes and listings learnt from S3 are trusted (fs.FsOptions.metadata_ttl).
-    metadata_ttl: float = 5.0
+
+    def __post_init__(self) -> None:
+        # The store side and the filesystem each read their own copy of these two.
+        if (self.fs.prefix, self.fs.no_clobber) != (self.s3.prefix, self.objects.no_clobber):
+            raise ValueError("MountConfig: fs.prefix and fs.no_clobber must match s3.prefix "
+                             "and objects.no_clobber")
 
 
 def parse_seconds(text: str, what: str) -> float:
@@ -202,3 +290,83 @@ def parse_bucket(spec: str) -> tuple[str, str]:
         )
     prefix = prefix.strip("/")
     return bucket, (prefix + "/") if prefix else ""
+
+
+# -- objects: the command line's strings -> ObjectOptions -------------------------------------
+
+
+def read_sse_c_key(path: str) -> bytes:
+    """The SSE-C key: a file of exactly 32 raw bytes. The message never shows its content."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read(64)
+    except OSError as exc:
+        raise ConfigError(f"--sse-c-key-file {path}: cannot read it: "
+                          f"{exc.strerror or exc}") from None
+    if len(key) != SSE_C_KEY_BYTES:
+        size = f"{len(key)} bytes" if len(key) < 64 else "64 bytes or more"
+        hint = ("; it looks base64-encoded: store the decoded bytes (base64 -d)"
+                if len(key.strip()) == 44 else "")
+        raise ConfigError(f"--sse-c-key-file {path}: {size}; it must hold exactly "
+                          f"{SSE_C_KEY_BYTES} raw bytes (e.g. head -c 32 /dev/urandom > key; "
+                          f"chmod 600 key){hint}")
+    return key
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise ConfigError(f"--tag {text!r}: use KEY=VALUE (e.g. --tag backup=daily)")
+    return key, value
+
+
+def _pick(option: str, value: str, allowed: Sequence[str]) -> str:
+    """Case-insensitive choice (storage classes are upper case, ACLs lower case)."""
+    for name in allowed:
+        if name.lower() == value.strip().lower():
+            return name
+    what = {"--storage-class": "unknown storage class", "--acl": "unknown canned ACL",
+            "--sse": "unknown server-side encryption"}[option]
+    raise ConfigError(f"{option} {value}: {what}; use one of {', '.join(allowed)}")
+
+
+def parse_object_options(*, storage_class: str | None = None, sse: str | None = None,
+                         sse_kms_key_id: str | None = None, sse_c_key_file: str | None = None,
+                         no_clobber: bool = False, content_type: str | None = None,
+                         tags: Sequence[str] = (), acl: str | None = None) -> ObjectOptions:
+    """The command line's strings -> ObjectOptions, or ConfigError with a one-line message."""
+    ctype = (content_type or "auto").strip()
+    if ctype.lower() in ("auto", "none"):
+        ctype = ctype.lower()
+    return ObjectOptions(
+        storage_class=_pick("--storage-class", storage_class, STORAGE_CLASSES)
+        if storage_class else None,
+        sse=_pick("--sse", sse, SSE_MODES) if sse else None,
+        sse_kms_key_id=sse_kms_key_id or None,
+        sse_c_key=read_sse_c_key(sse_c_key_file) if sse_c_key_file else None,
+        no_clobber=no_clobber,
+        content_type=ctype,
+        tags=tuple(parse_tag(t) for t in tags),
+        acl=_pick("--acl", acl, CANNED_ACLS) if acl else None,
+    )
+
+
+def describe_objects(options: ObjectOptions) -> str:
+    """One line for the mount's log (never the SSE-C key)."""
+    words = [f"storage class {options.storage_class or 'default'}"]
+    if options.storage_class in ARCHIVE_CLASSES:
+        words[0] += (" (archived at once: reading, renaming or changing attributes of a stored "
+                     "file, and continuing it after a close(), need a restore first)")
+    if options.sse:
+        words.append(f"SSE {options.sse}" + (f" key {options.sse_kms_key_id}"
+                                              if options.sse_kms_key_id else ""))
+    if options.sse_c_key is not None:
+        words.append("SSE-C")
+    if options.no_clobber:
+        words.append("no-clobber")
+    words.append(f"content type {options.content_type}")
+    if options.tags:
+        words.append(f"{len(options.tags)} tag(s)")
+    if options.acl:
+        words.append(f"ACL {options.acl}")
+    return ", ".join(words)

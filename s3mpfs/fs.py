@@ -32,14 +32,14 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from s3mpfs import openers, xattrs
 from s3mpfs.attrstore import AttrStore
-from s3mpfs.config import UploadConfig
+from s3mpfs.config import FsConfig
 from s3mpfs.errors import FsError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
 from s3mpfs.inodes import Inode, Kind
@@ -52,23 +52,8 @@ from s3mpfs.upload import Existing, PartBudget, State, Upload
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class FsOptions:
-    prefix: str = ""
-    upload: UploadConfig = field(default_factory=UploadConfig)
-    uid: int = field(default_factory=os.getuid)
-    gid: int = field(default_factory=os.getgid)
-    read_only: bool = False
-    # How long attributes and listings learnt from S3 are trusted (the kernel caches them as
-    # long); 0 asks S3 every time.
-    metadata_ttl: float = 5.0
-    # How long "no such name" is remembered; our own create/mkdir/rename forget it at once.
-    negative_ttl: float = 1.0
-    # Permission bits of objects and directories that carry no x-amz-meta-mode.
-    file_mode: int = 0o644
-    dir_mode: int = 0o755
-    # --no-clobber: never replace an object (O_TRUNC on one and rename onto one: EEXIST).
-    no_clobber: bool = False
+# The filesystem's part of the mount's configuration (config.py); the old name stays for tests.
+FsOptions = FsConfig
 
 
 @dataclass(frozen=True)
@@ -84,9 +69,9 @@ class Filesystem:
     """The operations. Names (lookup, listings, the caches, the inode table) are the
     Namespace's (namespace.py); open files are the HandleTable's (handles.py)."""
 
-    def __init__(self, store: ObjectStore, options: FsOptions | None = None) -> None:
+    def __init__(self, store: ObjectStore, options: FsConfig | None = None) -> None:
         self.store = store
-        self.opts = options or FsOptions()
+        self.opts = options or FsConfig()
         self.handles = HandleTable()
         self.names = Namespace(
             store, prefix=self.opts.prefix, metadata_ttl=self.opts.metadata_ttl,
@@ -96,7 +81,7 @@ class Filesystem:
         self.budget = PartBudget(
             self.opts.upload.max_parts_in_memory,
             keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
-        self.read_budget = ReadBudget()  # prefetched bytes across all read handles
+        self.read_budget = ReadBudget(self.opts.read.memory_limit)  # prefetch, all handles
         self._nursery: trio.Nursery | None = None
         self.attrs = AttrStore(store, self.names, self.handles)
         self.renames = Renamer(store, self.names, self.handles, self.attrs,
@@ -316,7 +301,8 @@ class Filesystem:
                 self.names.set_file_info(inode, await self.store.head(self.key(inode)))
             inode.open_handles += 1
             reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
-                            nursery=self._nursery, budget=self.read_budget)
+                            nursery=self._nursery, budget=self.read_budget,
+                            config=self.opts.read)
             return self.handles.add(ReadHandle(inode, reader))
         self._writable()
         if writer is None:

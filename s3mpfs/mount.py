@@ -25,10 +25,10 @@ from collections.abc import Iterator
 import pyfuse3
 import trio
 
-from s3mpfs import __version__, objectopts, orphans, status
-from s3mpfs.config import MountConfig
+from s3mpfs import __version__, orphans, status
+from s3mpfs.config import MountConfig, describe_objects
 from s3mpfs.errors import StoreError
-from s3mpfs.fs import Filesystem, FsOptions
+from s3mpfs.fs import Filesystem
 from s3mpfs.fuse_ops import Operations
 from s3mpfs.logs import setup_logging
 from s3mpfs.store.boto import BotoStore
@@ -132,7 +132,7 @@ def _quiet(logger: str) -> Iterator[None]:
 def _fuse_options(cfg: MountConfig) -> set[str]:
     opts = {f"fsname=s3mpfs:{cfg.s3.bucket}", "subtype=s3mpfs", "default_permissions"}
     opts |= set(cfg.fuse_options)
-    if cfg.read_only:
+    if cfg.fs.read_only:
         opts.add("ro")
     return opts
 
@@ -205,7 +205,7 @@ def run(cfg: MountConfig) -> int:
             # mount.fuse3 mounted with the options it was given; ours never reach the kernel.
             raise MountError("with -o drop_privileges, add default_permissions to the mount "
                              "options: s3mpfs relies on the kernel to check permissions")
-        store = BotoStore(cfg.s3, threads=max(16, 4 * cfg.upload.concurrency),
+        store = BotoStore(cfg.s3, threads=max(16, 4 * cfg.fs.upload.concurrency),
                           options=cfg.objects)
         try:
             with _quiet("s3mpfs.s3"):  # retries: the one error line below says it all
@@ -218,14 +218,7 @@ def run(cfg: MountConfig) -> int:
                         f"{cfg.mountpoint} is not an s3mpfs mount)")
             raise MountError(f"cannot use bucket {cfg.s3.bucket!r}{where}: {exc}{hint}") from exc
         orphans.warn_at_mount(store.client, cfg.s3)  # one WARNING if a crash left uploads
-        fs = Filesystem(store, FsOptions(
-            prefix=cfg.s3.prefix, upload=cfg.upload, read_only=cfg.read_only,
-            uid=cfg.uid if cfg.uid is not None else os.getuid(),
-            gid=cfg.gid if cfg.gid is not None else os.getgid(),
-            file_mode=cfg.file_mode if cfg.file_mode is not None else FsOptions.file_mode,
-            dir_mode=cfg.dir_mode if cfg.dir_mode is not None else FsOptions.dir_mode,
-            no_clobber=cfg.objects.no_clobber, metadata_ttl=cfg.metadata_ttl,
-        ))
+        fs = Filesystem(store, cfg.fs)
         try:
             ops = Operations(fs)
             pyfuse3.init(ops, mountpoint, _fuse_options(cfg))
@@ -250,7 +243,7 @@ def run(cfg: MountConfig) -> int:
         setup_logging(debug=cfg.debug, log_file=log_file, daemon=True)
     where = _describe(cfg, mountpoint)
     log.info("s3mpfs %s mounted %s (pid %d)", __version__, where, os.getpid())
-    log.info("new objects: %s", objectopts.describe(cfg.objects))
+    log.info("new objects: %s", describe_objects(cfg.objects))
     try:
         trio.run(_serve, fs, ops, device, where)
     except BaseException:

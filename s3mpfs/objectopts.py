@@ -47,19 +47,11 @@ import mimetypes
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from s3mpfs.config import (
-    ARCHIVE_CLASSES,
-    CANNED_ACLS,
-    SSE_C_KEY_BYTES,
-    SSE_MODES,
-    STORAGE_CLASSES,
-    ConfigError,
-    ObjectOptions,
-)
+from s3mpfs.config import ObjectOptions
 from s3mpfs.errors import ObjectExists, PreconditionFailed
 from s3mpfs.orphans import MARKER_DIR
 
@@ -74,86 +66,6 @@ DEFAULT_TYPE = "application/octet-stream"
 _ENCODING_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
                    "xz": "application/x-xz", "compress": "application/x-compress",
                    "br": "application/x-brotli"}
-
-
-# -- the command line ------------------------------------------------------------------------
-
-
-def read_sse_c_key(path: str) -> bytes:
-    """The SSE-C key: a file of exactly 32 raw bytes. The message never shows its content."""
-    try:
-        with open(path, "rb") as f:
-            key = f.read(64)
-    except OSError as exc:
-        raise ConfigError(f"--sse-c-key-file {path}: cannot read it: "
-                          f"{exc.strerror or exc}") from None
-    if len(key) != SSE_C_KEY_BYTES:
-        size = f"{len(key)} bytes" if len(key) < 64 else "64 bytes or more"
-        hint = ("; it looks base64-encoded: store the decoded bytes (base64 -d)"
-                if len(key.strip()) == 44 else "")
-        raise ConfigError(f"--sse-c-key-file {path}: {size}; it must hold exactly "
-                          f"{SSE_C_KEY_BYTES} raw bytes (e.g. head -c 32 /dev/urandom > key; "
-                          f"chmod 600 key){hint}")
-    return key
-
-
-def parse_tag(text: str) -> tuple[str, str]:
-    key, eq, value = text.partition("=")
-    if not eq or not key:
-        raise ConfigError(f"--tag {text!r}: use KEY=VALUE (e.g. --tag backup=daily)")
-    return key, value
-
-
-def _pick(option: str, value: str, allowed: Sequence[str]) -> str:
-    """Case-insensitive choice (storage classes are upper case, ACLs lower case)."""
-    for name in allowed:
-        if name.lower() == value.strip().lower():
-            return name
-    what = {"--storage-class": "unknown storage class", "--acl": "unknown canned ACL",
-            "--sse": "unknown server-side encryption"}[option]
-    raise ConfigError(f"{option} {value}: {what}; use one of {', '.join(allowed)}")
-
-
-def parse_options(*, storage_class: str | None = None, sse: str | None = None,
-                  sse_kms_key_id: str | None = None, sse_c_key_file: str | None = None,
-                  no_clobber: bool = False, content_type: str | None = None,
-                  tags: Sequence[str] = (), acl: str | None = None) -> ObjectOptions:
-    """The command line's strings -> ObjectOptions, or ConfigError with a one-line message."""
-    ctype = (content_type or "auto").strip()
-    if ctype.lower() in ("auto", "none"):
-        ctype = ctype.lower()
-    return ObjectOptions(
-        storage_class=_pick("--storage-class", storage_class, STORAGE_CLASSES)
-        if storage_class else None,
-        sse=_pick("--sse", sse, SSE_MODES) if sse else None,
-        sse_kms_key_id=sse_kms_key_id or None,
-        sse_c_key=read_sse_c_key(sse_c_key_file) if sse_c_key_file else None,
-        no_clobber=no_clobber,
-        content_type=ctype,
-        tags=tuple(parse_tag(t) for t in tags),
-        acl=_pick("--acl", acl, CANNED_ACLS) if acl else None,
-    )
-
-
-def describe(options: ObjectOptions) -> str:
-    """One line for the mount's log (never the SSE-C key)."""
-    words = [f"storage class {options.storage_class or 'default'}"]
-    if options.storage_class in ARCHIVE_CLASSES:
-        words[0] += (" (archived at once: reading, renaming or changing attributes of a stored "
-                     "file, and continuing it after a close(), need a restore first)")
-    if options.sse:
-        words.append(f"SSE {options.sse}" + (f" key {options.sse_kms_key_id}"
-                                              if options.sse_kms_key_id else ""))
-    if options.sse_c_key is not None:
-        words.append("SSE-C")
-    if options.no_clobber:
-        words.append("no-clobber")
-    words.append(f"content type {options.content_type}")
-    if options.tags:
-        words.append(f"{len(options.tags)} tag(s)")
-    if options.acl:
-        words.append(f"ACL {options.acl}")
-    return ", ".join(words)
 
 
 # -- per key ---------------------------------------------------------------------------------
@@ -446,5 +358,5 @@ class ObjectArgs:
 
 
 __all__ = ["DEFAULT_TYPE", "DIRECTORY_TYPE", "INTERNAL_PREFIX", "Known", "ObjectArgs",
-           "ObjectOptions", "Source", "describe", "guess_content_type", "no_clobber_errors",
-           "parse_options", "parse_tag", "read_sse_c_key", "replacing", "warn_refused"]
+           "ObjectOptions", "Source", "guess_content_type", "no_clobber_errors", "replacing",
+           "warn_refused"]

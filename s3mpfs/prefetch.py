@@ -52,7 +52,8 @@ each read fetches what it needs in a nursery of its own and nothing is prefetche
 Versions. Every GET carries If-Match with the ETag pinned at open: if the object is replaced,
 S3 answers 412 and the read fails with ESTALE, never with bytes spliced from two versions.
 
-Constants, and where they come from:
+Constants (config.py, with ReadConfig; the command line sets some: cli.py), and where they
+come from:
   INITIAL_WINDOW = 1 MiB + 128 KiB: mountpoint-s3's INITIAL_READ_WINDOW_SIZE (its S3 client
       config): one 1 MiB application read plus the kernel's 128 KiB readahead in one GET.
   doubling (x2): mountpoint-s3's PrefetcherConfig.sequential_prefetch_multiplier = 2.
@@ -75,47 +76,16 @@ from dataclasses import dataclass, field
 
 import trio
 
-from s3mpfs.config import MiB
+from s3mpfs.config import DEFAULT_READ_MEMORY, ReadConfig
 from s3mpfs.errors import FsError, NotFound, PreconditionFailed, StoreError
 from s3mpfs.readbuffers import BufferPool
 from s3mpfs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
-INITIAL_WINDOW = 1 * MiB + 128 * 1024
-MAX_WINDOW = 64 * MiB
-REQUEST_SIZE = 8 * MiB
-KEEP_BEHIND = 1 * MiB
-SEEK_TOLERANCE = 1 * MiB
-# Ahead of the frontier (MAX_WINDOW), plus the chunk holding the frontier and the one kept behind
-# it (each up to REQUEST_SIZE).
-MAX_BUFFER = MAX_WINDOW + 2 * REQUEST_SIZE
-DEFAULT_READ_MEMORY = 256 * MiB
 # Free read buffers kept while any chunk is held: a top-up at full window asks for half a
 # window (4 x 8 MiB) shortly after the reader has freed as much (readbuffers.py).
 SPARE_BUFFERS = 4
-
-
-@dataclass(frozen=True)
-class ReadConfig:
-    initial_window: int = INITIAL_WINDOW
-    max_window: int = MAX_WINDOW
-    request_size: int = REQUEST_SIZE
-    keep_behind: int = KEEP_BEHIND
-    seek_tolerance: int = SEEK_TOLERANCE
-    max_buffer: int = MAX_BUFFER  # bytes one handle may hold or have in flight
-
-    def __post_init__(self) -> None:
-        if self.request_size < 1 or self.initial_window < 1:
-            raise ValueError("request_size and initial_window must be positive")
-        if self.max_window < self.initial_window:
-            raise ValueError("max_window must be at least initial_window")
-        if self.keep_behind < 0 or self.seek_tolerance < 0:
-            raise ValueError("keep_behind and seek_tolerance must not be negative")
-        # A read is served in pieces of at most request_size; the chunks it needs (the piece
-        # plus at most one partly used chunk on each side) must always fit.
-        if self.max_buffer < 3 * self.request_size:
-            raise ValueError("max_buffer must hold at least three requests")
 
 
 class ReadBudget:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.s3proxy import S3Proxy
-from tests.helpers.servers import Mount, wait_for
+from tests.helpers.servers import Mount, S3Server, wait_for
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -166,6 +166,30 @@ def test_head_of_a_large_object_is_fast_and_fetches_little(
     assert ranges[0][0] == 0 and ranges[0][1] <= 2 * MiB  # a small first GET
     assert fetched <= 4 * MiB, ranges  # not the object: at most the first window or two
     assert proxy.counts().get("GetObject", 0) == gets
+
+
+_WINDOW_RE = re.compile(r"GET big\.bin \[\d+, \d+\) \d+ bytes \(\w+; window (\d+)\)")
+
+
+def test_read_options_reach_the_daemons_prefetcher(
+        fuse: None, bucket: str, server: S3Server, s3: Any, tmp_path: Path,
+        cleanup: None) -> None:
+    """-o first_read=,read_ahead= decide the window of a real mount's reads: it starts at
+    first_read and stops growing at read_ahead (the default would reach 64 MiB here)."""
+    data = os.urandom(24 * MiB)
+    put(s3, bucket, "big.bin", data)
+    m = Mount(bucket, tmp_path / "mnt", server.url, tmp_path / "s3mpfs.log",
+              extra=["--debug", "-o", "first_read=256K,read_ahead=2M"])
+    try:
+        m.start()
+        assert sha256_file(m.mountpoint / "big.bin") == hashlib.sha256(data).hexdigest()
+        wait_for(lambda: _CLOSED_RE.search(m.log()) is not None, 30, "release logged")
+    finally:
+        code = m.unmount()
+    assert code == 0, f"s3mpfs exited with {code}:\n{m.log()}"
+    windows = [int(w) for w in _WINDOW_RE.findall(m.log())]
+    assert windows[0] == 256 * KiB, windows
+    assert max(windows) == 2 * MiB, windows
 
 
 def test_file_written_through_the_mount_reads_back_exactly(mount: Mount) -> None:

@@ -39,9 +39,9 @@ def test_mount_fuse3_invocation_is_accepted() -> None:
     mount.fuse3 drops _netdev and appends dev,suid as root)."""
     cfg = cli.parse_args(["bkt:pre", "/mnt/x", "-o", "rw,allow_other,part_size=16M,dev,suid"])
     assert (cfg.s3.bucket, cfg.s3.prefix, cfg.mountpoint) == ("bkt", "pre/", "/mnt/x")
-    assert cfg.upload.part_size == 16 * MiB
+    assert cfg.fs.upload.part_size == 16 * MiB
     assert cfg.fuse_options == ("allow_other", "dev", "suid")
-    assert cfg.read_only is False and cfg.foreground is False
+    assert cfg.fs.read_only is False and cfg.foreground is False
 
 
 def test_every_generic_mount_flag_libfuse_knows_is_passed_through() -> None:
@@ -59,7 +59,7 @@ def test_every_generic_mount_flag_libfuse_knows_is_passed_through() -> None:
 def test_fstab_words_are_ignored(word: str) -> None:
     cfg = cli.parse_args(["bkt", "/m", "-o", f"{word},allow_other"])
     assert cfg.fuse_options == ("allow_other",)
-    assert cfg.read_only is False
+    assert cfg.fs.read_only is False
 
 
 @pytest.mark.parametrize("item", ["setuid=backup", "drop_privileges"])
@@ -73,7 +73,7 @@ def test_mount_fuse3_only_options_are_refused_when_given_directly(
 
 def test_options_may_come_before_the_positionals() -> None:
     cfg = cli.parse_args(["-o", "ro,debug", "bkt", "/m"])
-    assert cfg.read_only and cfg.debug
+    assert cfg.fs.read_only and cfg.debug
 
 
 # -- permissions ----------------------------------------------------------------------------
@@ -96,15 +96,15 @@ def test_bad_modes_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -
 
 def test_modes_from_options_and_umask() -> None:
     cfg = cli.parse_args(["bkt", "/m"])
-    assert (cfg.file_mode, cfg.dir_mode) == (None, None)
+    assert (cfg.fs.file_mode, cfg.fs.dir_mode) == (0o644, 0o755)
     cfg = cli.parse_args(["bkt", "/m", "--file-mode", "0640", "--dir-mode", "0750"])
-    assert (cfg.file_mode, cfg.dir_mode) == (0o640, 0o750)
+    assert (cfg.fs.file_mode, cfg.fs.dir_mode) == (0o640, 0o750)
     cfg = cli.parse_args(["bkt", "/m", "-o", "umask=027,uid=33,gid=34"])
-    assert (cfg.file_mode, cfg.dir_mode, cfg.uid, cfg.gid) == (0o640, 0o750, 33, 34)
+    assert (cfg.fs.file_mode, cfg.fs.dir_mode, cfg.fs.uid, cfg.fs.gid) == (0o640, 0o750, 33, 34)
     cfg = cli.parse_args(["bkt", "/m", "-o", "umask=077,file_mode=0644"])
-    assert (cfg.file_mode, cfg.dir_mode) == (0o644, 0o700)  # explicit mode wins over umask
+    assert (cfg.fs.file_mode, cfg.fs.dir_mode) == (0o644, 0o700)  # explicit mode wins
     cfg = cli.parse_args(["bkt", "/m", "--umask", "022"])
-    assert (cfg.file_mode, cfg.dir_mode) == (0o644, 0o755)
+    assert (cfg.fs.file_mode, cfg.fs.dir_mode) == (0o644, 0o755)
 
 
 def test_systemd_flag_implies_foreground() -> None:

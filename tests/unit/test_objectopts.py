@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from s3mpfs import cli, objectopts
-from s3mpfs.config import ConfigError, MiB, ObjectOptions, UploadConfig
+from s3mpfs.config import ConfigError, MiB, ObjectOptions, UploadConfig, describe_objects
 from s3mpfs.errors import (
     FsError,
     NeedsRestore,
@@ -115,9 +115,9 @@ def test_the_sse_c_key_is_never_shown(tmp_path: Path) -> None:
     keyfile.write_bytes(b"A" * 32)
     cfg = cli.parse_args(["bkt", "/m", "--sse-c-key-file", str(keyfile)])
     assert cfg.objects.sse_c_key == b"A" * 32
-    for text in (repr(cfg), str(cfg.objects), objectopts.describe(cfg.objects)):
+    for text in (repr(cfg), str(cfg.objects), describe_objects(cfg.objects)):
         assert "AAAA" not in text and "QUFB" not in text  # raw or base64
-    assert "SSE-C" in objectopts.describe(cfg.objects)
+    assert "SSE-C" in describe_objects(cfg.objects)
 
 
 def test_the_log_filter_masks_sse_c_keys() -> None:

@@ -16,19 +16,11 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s3mpfs.config import MiB
+from s3mpfs.config import INITIAL_WINDOW, MAX_BUFFER, REQUEST_SIZE, MiB, ReadConfig
 from s3mpfs.errors import FsError, StoreError
 from s3mpfs.fs import Filesystem, FsOptions
 from s3mpfs.inodes import ROOT_INODE
-from s3mpfs.prefetch import (
-    INITIAL_WINDOW,
-    MAX_BUFFER,
-    REQUEST_SIZE,
-    SPARE_BUFFERS,
-    ReadBudget,
-    ReadConfig,
-    Reader,
-)
+from s3mpfs.prefetch import SPARE_BUFFERS, ReadBudget, Reader
 from s3mpfs.store.base import Buffers, Deliver, fill
 from s3mpfs.store.memory import MemoryStore
 from tests.helpers.faults import FaultyStore

@@ -246,7 +246,7 @@ def test_mount_unit_and_fstab_line_agree_and_parse() -> None:
     # what mount.fuse3 hands to s3mpfs for it: minus _netdev, plus rw first and dev,suid last
     handed = ",".join(o for o in ["rw", *options.split(","), "dev", "suid"] if o != "_netdev")
     cfg = parse_args([what, where, "-o", handed])
-    assert cfg.s3.bucket == "mybucket" and cfg.upload.part_size == 16 * 1024 * 1024
+    assert cfg.s3.bucket == "mybucket" and cfg.fs.upload.part_size == 16 * 1024 * 1024
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is missing")
