@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 import trio
 
 from s3mpfs.config import MiB
-from s3mpfs.errors import FsError, NotFound, PreconditionFailed, StoreError
+from s3mpfs.errors import FsError, NotFound, PreconditionFailed, StoreError, errno_for
 from s3mpfs.readbuffers import BufferPool
 from s3mpfs.store.base import ObjectStore
 
@@ -289,9 +289,9 @@ class Reader:
         if isinstance(c.error, PreconditionFailed):
             log.warning("%s changed since it was opened (ETag %s): read refused", self.key,
                         self.etag)
-            return FsError(errno.ESTALE, f"{self.key} changed since it was opened (ETag "
-                                         f"{self.etag} no longer matches); reopen it to read "
-                                         "the new version")
+            return FsError(errno_for(c.error),  # ESTALE
+                           f"{self.key} changed since it was opened (ETag {self.etag} no "
+                           "longer matches); reopen it to read the new version")
         if c.error is not None:
             return c.error
         return FsError(errno.EIO, f"{self.key}: read cancelled (handle released)")

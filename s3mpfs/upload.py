@@ -35,8 +35,14 @@ Where writes may land (the file is [0, size)):
 
 States (State): NEW (nothing written or committed), DIRTY (bytes not yet committed), CLEAN
 (committed, or an existing object not yet changed), FAILED (a part or the commit failed: the
-upload was aborted, every later write, flush and commit raises EIO), DISCARDED (unlinked while
+upload was aborted, every later write, flush and commit fails), DISCARDED (unlinked while
 open), CLOSED (buffers returned).
+
+Errors: a failed request fails the write, flush or commit that sees it with the errno
+errors.errno_for gives its StoreError (EACCES when S3 refused it, EIO when the storage failed,
+ESTALE when the object a continued upload copies was replaced ...), and so does every later
+write, flush and commit of the failed upload. After a refused write (EINVAL, EFBIG) or an
+unmount, later calls fail with EIO.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ import trio
 from s3mpfs import checksums, objectopts, orphans
 from s3mpfs.checksums import Checksum
 from s3mpfs.config import MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadConfig
-from s3mpfs.errors import FsError, ObjectExists, StoreError
+from s3mpfs.errors import FsError, StoreError, errno_for
 from s3mpfs.parts import part_size
 from s3mpfs.store.base import ObjectStore
 
@@ -136,6 +142,13 @@ class Existing:
 
     etag: str
     size: int
+
+
+def _errno(error: BaseException | None) -> int:
+    """The errno a call on an upload that failed with `error` gets: the store's (one table:
+    errors.errno_for), EIO after anything else (EINVAL/EFBIG/an unmount, which were told
+    to the call that caused them)."""
+    return errno_for(error) if isinstance(error, StoreError) else errno.EIO
 
 
 # Moves a committed object: (src key, dst key, src etag, size) -> the new object's ETag.
@@ -224,7 +237,7 @@ class Upload:
     async def _check_writable(self) -> None:
         if self.state is State.FAILED:
             await self._abort_upload()  # a part task failed since: do not leave it billed
-            raise FsError(errno.EIO, f"upload of {self.key} failed earlier: {self.error}")
+            raise FsError(_errno(self.error), f"upload of {self.key} failed earlier: {self.error}")
         if self.state is State.CLOSED:
             raise FsError(errno.EBADF, "upload closed")
 
@@ -238,7 +251,7 @@ class Upload:
                 data = await self.store.get_range(self.key, 0, keep, if_match=self.etag)
             except StoreError as exc:
                 await self._fail(exc)
-                raise FsError(errno.EIO, f"cannot read {self.key} to extend it: {exc}") from exc
+                raise FsError(_errno(exc), f"cannot read {self.key} to extend it: {exc}") from exc
             self._buf = self.budget.take_buffer(self._part_size(1))
             self._buf[:keep] = data
             self._buf_len = keep
@@ -300,7 +313,7 @@ class Upload:
             await self._slots.acquire()
         except StoreError as exc:
             await self._fail(exc)
-            raise FsError(errno.EIO, str(exc)) from exc
+            raise FsError(_errno(exc), str(exc)) from exc
         assert self._buf is not None
         weight = await self.budget.acquire(-(-len(self._buf) // self.cfg.part_size))
         number = self._next_part
@@ -428,8 +441,9 @@ class Upload:
     # -- committing ----------------------------------------------------------------------
 
     async def commit(self) -> str:
-        """Make S3 hold exactly the bytes written so far. Raises FsError(EIO) on failure, in
-        which case the upload is aborted and S3 keeps whatever object it had before."""
+        """Make S3 hold exactly the bytes written so far. Raises FsError on failure (EIO, or
+        what errors.errno_for says for S3's answer), in which case the upload is aborted and S3
+        keeps whatever object it had before."""
         async with self._lock:
             return await self._commit_locked()
 
@@ -445,8 +459,7 @@ class Upload:
             self.etag = etag
         except (StoreError, FsError) as exc:
             await self._fail(exc)
-            code = errno.EEXIST if isinstance(exc, ObjectExists) else errno.EIO
-            raise FsError(code, f"upload of {self.key} failed: {exc}") from exc
+            raise FsError(_errno(exc), f"upload of {self.key} failed: {exc}") from exc
         self.committed_size = self.size
         self.committed_here = True
         self.state = State.CLEAN
