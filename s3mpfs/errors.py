@@ -33,9 +33,10 @@ wraps it in an FsError carrying that errno). Nothing else picks an errno for a s
     Unreachable         EIO     connection refused, timed out, reset (after retries)
     StoreError          EIO     anything else: 5xx after retries, bad digests, malformed answers
 
-EIO means "the storage failed" (`cp`, `tar` report "Input/output error"); a failed upload fails
-close() with it. An FsError keeps its own errno. Once an upload has failed, every later write
-and close of that handle repeats the errno of the failure (upload.py).
+EIO means "the storage failed" (`cp`, `tar` report "Input/output error"): an upload failing
+that way (5xx, timeouts, connection errors) fails close() with EIO; refused, it fails with
+EACCES. An FsError keeps its own errno. Once an upload has failed, every later write and close
+of that handle repeats the errno of the failure (EIO after an EINVAL/EFBIG write: upload.py).
 """
 
 from __future__ import annotations
