@@ -30,7 +30,7 @@ Where writes may land (the file is [0, size)):
                            formats that patch a header at offset 0 after the body work
     other uploaded parts   EINVAL, logged with file, offset and reason; the upload is aborted
                            and every later write/close fails (no half-written object appears)
-    [buf_start, size)      the filling buffer: rewritten in place
+    [fill.start, size)     the filling buffer (_Filling): rewritten in place
     beyond size            the gap is filled with zeros (sparse files are stored dense)
 
 States (State): NEW (nothing written or committed), DIRTY (bytes not yet committed), CLEAN
