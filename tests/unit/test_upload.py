@@ -602,6 +602,28 @@ async def test_existing_object_deleted_before_the_first_write_is_enoent() -> Non
     assert store.objects == {}
 
 
+@pytest.mark.parametrize("size", [11, PART + 11])  # fetched / copied server side
+async def test_appending_to_an_archived_object_is_eacces(size: int) -> None:
+    """S3 refuses to read or copy a DEEP_ARCHIVE object until restored (NeedsRestore): the
+    append fails as a read of it does, with EACCES, and the object stays as it was."""
+    store = MemoryStore()
+    old = _data(size)
+    etag = await store.put("k", old, metadata={})
+    store.objects["k"].props["StorageClass"] = "DEEP_ARCHIVE"
+    async with trio.open_nursery() as n:
+        cfg = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
+        up = Upload(store, "k", cfg=cfg, budget=PartBudget(8), nursery=n,
+                    metadata=lambda: META, existing=Existing(etag, size))
+        if size < PART:  # the first write fetches the object into the buffer
+            await _expect_errno(errno.EACCES, up.write(size, b"!"))
+        else:  # the commit copies it as the first part
+            await up.write(size, b"!")
+            await _expect_errno(errno.EACCES, up.commit())
+        await _expect_errno(errno.EACCES, up.commit())
+    assert store.objects["k"].data == old
+    assert store.uploads == {}
+
+
 # -- refusals ------------------------------------------------------------------------------
 
 
