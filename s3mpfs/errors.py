@@ -3,7 +3,8 @@
 Two families, each mapped once at its boundary (the httpx idea):
 
     StoreError                 raised by store/ (boto.py maps botocore errors into these)
-    ├── NotFound               no such key / upload (HEAD 404, NoSuchKey, NoSuchUpload)
+    ├── NotFound               no such key (HEAD 404, NoSuchKey)
+    │   └── NoSuchUpload       the multipart upload is gone (aborted by someone else, expired)
     ├── NoSuchBucket
     ├── AccessDenied           403, bad credentials, signature mismatch
     ├── PreconditionFailed     412: If-Match / If-None-Match refused
@@ -14,7 +15,28 @@ Two families, each mapped once at its boundary (the httpx idea):
 
     FsError(errno, message)    raised by fs.py and below; fuse_ops.py turns it into FUSEError
 
-`errno_for(exc)` decides which errno a StoreError becomes when it reaches a FUSE reply.
+`errno_for(exc)` is the one table deciding which errno a StoreError becomes, wherever it ends an
+operation: a FUSE reply (fuse_ops.py), a read (prefetch.py), a write, close or fsync (upload.py
+wraps it in an FsError carrying that errno). Nothing else picks an errno for a store error.
+
+    NotFound            ENOENT  the key is gone: lookup, read, and a write continuing or
+                                appending to an object deleted meanwhile
+    NoSuchUpload        EIO     the upload vanished under us (another client or a lifecycle rule
+                                aborted it): the written bytes are lost, a genuine upload failure
+    NoSuchBucket        EIO     the whole store is gone; ENOENT would blame one name
+    AccessDenied        EACCES  S3 refused the request (policy, credentials, SSE-C key), on any
+                                request: also a part, a PutObject or a Complete of an upload
+    PreconditionFailed  ESTALE  the object this handle stands on was replaced (If-Match refused):
+                                a read, a copy for chmod/rename, or a write continuing the object
+    ObjectExists        EEXIST  --no-clobber refused to replace an object
+    NeedsRestore        EACCES  an archived object (GLACIER, DEEP_ARCHIVE) read or copied
+    Unreachable         EIO     connection refused, timed out, reset (after retries)
+    StoreError          EIO     anything else: 5xx after retries, bad digests, malformed answers
+
+EIO means "the storage failed" (`cp`, `tar` report "Input/output error"): an upload failing
+that way (5xx, timeouts, connection errors) fails close() with EIO; refused, it fails with
+EACCES. An FsError keeps its own errno. Once an upload has failed, every later write and close
+of that handle repeats the errno of the failure (EIO after an EINVAL/EFBIG write: upload.py).
 """
 
 from __future__ import annotations
@@ -33,6 +55,11 @@ class StoreError(Exception):
 
 class NotFound(StoreError):
     pass
+
+
+class NoSuchUpload(NotFound):
+    """S3's NoSuchUpload: a NotFound (code that retries an abort or Complete treats it as one),
+    but EIO for the writer (see the table above)."""
 
 
 class NoSuchBucket(StoreError):
@@ -68,10 +95,10 @@ class FsError(Exception):
         self.errno = errno_
 
 
-# Which errno an S3 failure becomes when an operation cannot go on. Anything not listed is EIO:
-# "the storage failed", which is what cp/tar report as "Input/output error".
+# The table of the module docstring. Anything not listed is EIO; the most specific class wins.
 _STORE_ERRNO: dict[type[StoreError], int] = {
     NotFound: errno.ENOENT,
+    NoSuchUpload: errno.EIO,
     NoSuchBucket: errno.EIO,
     AccessDenied: errno.EACCES,
     PreconditionFailed: errno.ESTALE,

@@ -299,6 +299,7 @@ class Filesystem:
                             "object from its last close", inode.path)
             if inode.etag is None:
                 self.names.set_file_info(inode, await self.store.head(self.key(inode)))
+            assert self._nursery is not None, "Filesystem.start() was not called"
             inode.open_handles += 1
             reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
                             nursery=self._nursery, budget=self.read_budget,

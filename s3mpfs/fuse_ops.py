@@ -35,9 +35,11 @@ def _errors(op: str) -> Iterator[None]:
     except pyfuse3.FUSEError:
         raise
     except FsError as exc:
-        # EIO is S3 failing under the application (a failed upload at close): always logged.
-        log.log(logging.ERROR if exc.errno == errno.EIO else logging.DEBUG, "%s: %s", op, exc)
-        raise pyfuse3.FUSEError(exc.errno) from None
+        # S3 failing or refusing under the application (a failed upload at close: EIO, or
+        # EACCES, ESTALE ... from the StoreError that caused it) is always logged.
+        serious = exc.errno == errno.EIO or isinstance(exc.__cause__, StoreError)
+        log.log(logging.ERROR if serious else logging.DEBUG, "%s: %s", op, exc)
+        raise pyfuse3.FUSEError(errno_for(exc)) from None
     except StoreError as exc:
         code = errno_for(exc)
         level = logging.DEBUG if code == errno.ENOENT else logging.ERROR

@@ -46,8 +46,7 @@ when others release.
 
 Structured concurrency. GET tasks run in the nursery the Reader is given (the mount's); each
 has its own cancel scope. `close()` (called on FUSE release) cancels every task of the handle
-and waits for them to end, so nothing of a handle outlives it. Without a nursery (unit use),
-each read fetches what it needs in a nursery of its own and nothing is prefetched.
+and waits for them to end, so nothing of a handle outlives it.
 
 Versions. Every GET carries If-Match with the ETag pinned at open: if the object is replaced,
 S3 answers 412 and the read fails with ESTALE, never with bytes spliced from two versions.
@@ -77,7 +76,7 @@ from dataclasses import dataclass, field
 import trio
 
 from s3mpfs.config import DEFAULT_READ_MEMORY, ReadConfig
-from s3mpfs.errors import FsError, NotFound, PreconditionFailed, StoreError
+from s3mpfs.errors import FsError, NotFound, PreconditionFailed, StoreError, errno_for
 from s3mpfs.readbuffers import BufferPool
 from s3mpfs.store.base import ObjectStore
 
@@ -176,7 +175,7 @@ class Reader:
         etag: str | None,
         size: int,
         *,
-        nursery: trio.Nursery | None = None,
+        nursery: trio.Nursery,
         budget: ReadBudget | None = None,
         config: ReadConfig | None = None,
     ) -> None:
@@ -186,7 +185,6 @@ class Reader:
         self._nursery = nursery
         self._chunks: list[_Chunk] = []  # sorted by start, never overlapping, all end <= _next
         self._live: set[_Chunk] = set()  # every chunk not yet freed (listed or retired)
-        self._unstarted: list[_Chunk] = []  # without a nursery: started by the read itself
         self._fresh = True
         self._window = 0
         self._grew = False  # the window doubled on this read: time to schedule more
@@ -226,11 +224,6 @@ class Reader:
         chunks = await self._cover(offset, end)
         try:
             self._prefetch()
-            if self._unstarted:
-                async with trio.open_nursery() as n:
-                    for c in self._unstarted:
-                        n.start_soon(self._fetch, c)
-                    self._unstarted.clear()
             for c in chunks:
                 if not c.done.is_set():
                     self.stalls += 1
@@ -259,9 +252,9 @@ class Reader:
         if isinstance(c.error, PreconditionFailed):
             log.warning("%s changed since it was opened (ETag %s): read refused", self.key,
                         self.etag)
-            return FsError(errno.ESTALE, f"{self.key} changed since it was opened (ETag "
-                                         f"{self.etag} no longer matches); reopen it to read "
-                                         "the new version")
+            return FsError(errno_for(c.error),  # ESTALE
+                           f"{self.key} changed since it was opened (ETag {self.etag} no "
+                           "longer matches); reopen it to read the new version")
         if c.error is not None:
             return c.error
         return FsError(errno.EIO, f"{self.key}: read cancelled (handle released)")
@@ -313,7 +306,7 @@ class Reader:
         for a, b in gaps:
             if b > self._next:  # the stream's tail: one GET for this read and what follows
                 extra = 0
-                if self._nursery is not None and self._window:
+                if self._window:
                     target = min(self.size, a + self._window, a + self.cfg.request_size)
                     extra = max(0, min(target - b, self.cfg.max_buffer - self.buffered - (b - a),
                                        self.budget.available()))
@@ -337,7 +330,7 @@ class Reader:
         At full size it tops up whenever another whole request fits. A GET smaller than half
         the window (or a whole request) waits to grow, unless it ends the object."""
         grew, self._grew = self._grew, False
-        if self._nursery is None or not self._window:
+        if not self._window:
             return
         cfg = self.cfg
         if not grew and self._window < cfg.max_window:
@@ -371,7 +364,6 @@ class Reader:
 
     def _start(self, batch: list[_Chunk]) -> None:
         """One GET task for chunks scheduled together: a run (of one chunk, or several)."""
-        assert self._nursery is not None
         if batch:
             run = _Run(batch)
             for c in batch:
@@ -414,9 +406,7 @@ class Reader:
         self.ranges.append((start, end))
         log.debug("GET %s [%d, %d) %d bytes (%s; window %d)", self.key, start, end, c.size, why,
                   self._window)
-        if self._nursery is None:
-            self._unstarted.append(c)
-        elif start_task:
+        if start_task:
             self._start([c])
         return c
 
@@ -440,8 +430,6 @@ class Reader:
         """One GET for the run's chunks, each finished as its bytes arrive. Chunks it does not
         deliver (cancelled, or the GET failed part way) get a GET of their own if still
         wanted, which has the store's retries; a changed or deleted object fails them all."""
-        nursery = self._nursery
-        assert nursery is not None  # runs are only started with one (_start)
         chunks = run.chunks
 
         def deliver(i: int, data: bytes | memoryview) -> bool:
@@ -468,7 +456,7 @@ class Reader:
                 elif c.scope.cancel_called:
                     self._finish(c)  # nobody wants it (close() cancels every chunk too)
                 else:
-                    nursery.start_soon(self._fetch, c)
+                    self._nursery.start_soon(self._fetch, c)
 
     def _finish(self, c: _Chunk) -> None:
         c.running = False
@@ -529,11 +517,6 @@ class Reader:
             c.scope.cancel()
             if c.run is not None:
                 c.run.scope.cancel()
-        for c in self._unstarted:  # never started: nothing to wait for
-            c.running = False
-            c.done.set()
-            self._settle(c)
-        self._unstarted.clear()
         for c in live:
             await c.done.wait()
         log.debug("closed %s: %d GETs, %d bytes fetched, %d bytes read, %d reads waited for a "

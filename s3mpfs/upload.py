@@ -30,13 +30,19 @@ Where writes may land (the file is [0, size)):
                            formats that patch a header at offset 0 after the body work
     other uploaded parts   EINVAL, logged with file, offset and reason; the upload is aborted
                            and every later write/close fails (no half-written object appears)
-    [buf_start, size)      the filling buffer: rewritten in place
+    [fill.start, size)     the filling buffer (_Filling): rewritten in place
     beyond size            the gap is filled with zeros (sparse files are stored dense)
 
 States (State): NEW (nothing written or committed), DIRTY (bytes not yet committed), CLEAN
 (committed, or an existing object not yet changed), FAILED (a part or the commit failed: the
-upload was aborted, every later write, flush and commit raises EIO), DISCARDED (unlinked while
+upload was aborted, every later write, flush and commit fails), DISCARDED (unlinked while
 open), CLOSED (buffers returned).
+
+Errors: a failed request fails the write, flush or commit that sees it with the errno
+errors.errno_for gives its StoreError (EACCES when S3 refused it, EIO when the storage failed,
+ESTALE when the object a continued upload copies was replaced ...), and so does every later
+write, flush and commit of the failed upload. After a refused write (EINVAL, EFBIG) or an
+unmount, later calls fail with EIO.
 """
 
 from __future__ import annotations
@@ -46,15 +52,15 @@ import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from s3mpfs import checksums, objectopts, orphans
 from s3mpfs.checksums import Checksum
-from s3mpfs.config import MAX_PART_SIZE, MIN_PART_SIZE, MiB, UploadConfig
-from s3mpfs.errors import FsError, ObjectExists, StoreError
-from s3mpfs.parts import part_size
+from s3mpfs.config import MIN_PART_SIZE, MiB, UploadConfig
+from s3mpfs.errors import FsError, StoreError, errno_for
+from s3mpfs.parts import PartBudget, copy_ranges, part_size
 from s3mpfs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -69,65 +75,12 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class PartBudget:
-    """Global limit on parts queued or in flight, in units of the base part size, plus a free
-    list of part buffers.
-
-    A part weighs ceil(size / base) units, capped at the whole budget, so a grown part larger
-    than the budget can still go, alone. Units are gathered by one acquirer at a time: two big
-    parts can never each hold half and wait for each other.
-
-    Reusing buffers matters: bytearray(8 MiB) zero-fills and faults in 2048 pages, measurable
-    per part at 200 MB/s; a reused buffer is already resident. At most `keep_bytes` stay free.
-    """
-
-    def __init__(self, max_parts: int, keep_bytes: int = 64 * MiB) -> None:
-        self.max_parts = max_parts
-        self._slots = trio.Semaphore(max_parts)
-        self._gather = trio.Lock()
-        self._free: dict[int, list[bytearray]] = {}
-        self._keep_bytes = keep_bytes
-        self.in_flight = 0
-
-    def take_buffer(self, size: int) -> bytearray:
-        free = self._free.get(size)
-        return free.pop() if free else bytearray(size)
-
-    def give_buffer(self, buf: bytearray) -> None:
-        kept = sum(size * len(bufs) for size, bufs in self._free.items())
-        if kept + len(buf) <= self._keep_bytes:
-            self._free.setdefault(len(buf), []).append(buf)
-
-    async def acquire(self, weight: int = 1) -> int:
-        weight = max(1, min(weight, self.max_parts))
-        async with self._gather:
-            for _ in range(weight):
-                await self._slots.acquire()
-        self.in_flight += 1
-        return weight
-
-    def release(self, weight: int = 1) -> None:
-        self.in_flight -= 1
-        for _ in range(weight):
-            self._slots.release()
-
-
 def _body(buf: bytearray | None, length: int) -> bytes | bytearray:
     """What boto3 accepts as a body without copying: the whole bytearray. boto3 refuses a
     memoryview, so a short (last) part is copied once; full parts never are."""
     if buf is None:
         return b""
     return buf if length == len(buf) else bytes(memoryview(buf)[:length])
-
-
-def copy_ranges(length: int) -> list[tuple[int, int]]:
-    """Split [0, length) into ranges UploadPartCopy accepts: each <= 5 GiB and, as non-last
-    parts, >= 5 MiB. Equal splits keep every range above 5 MiB whenever length is."""
-    if length <= 0:
-        return []
-    count = -(-length // MAX_PART_SIZE)
-    step = -(-length // count)
-    return [(start, min(start + step, length)) for start in range(0, length, step)]
 
 
 @dataclass(frozen=True)
@@ -138,6 +91,73 @@ class Existing:
     size: int
 
 
+@dataclass(eq=False)
+class _Filling:
+    """The buffer being filled: bytes [start, start + length) of the file. Everything before
+    `start` was handed to part tasks or is the base copied from the object. `buf` is None
+    until the next write needs one (taken from the PartBudget's pool)."""
+
+    start: int = 0
+    buf: bytearray | None = None
+    length: int = 0
+
+    def body(self) -> bytes | bytearray:
+        return _body(self.buf, self.length)
+
+    def hand_over(self) -> tuple[bytearray, int]:
+        """The full buffer leaves for a part task; the next one starts where it ended."""
+        buf, length = self.buf, self.length
+        assert buf is not None
+        self.buf, self.length = None, 0
+        self.start += length
+        return buf, length
+
+    def release(self, budget: PartBudget) -> None:
+        if self.buf is not None:
+            budget.give_buffer(self.buf)
+            self.buf, self.length = None, 0
+
+
+@dataclass(eq=False)
+class _Part1:
+    """Part 1 of a fresh upload, kept in memory until the upload completes: a rewrite (a
+    header patched at offset 0 after the body) waits until it has been sent, lands here and
+    is sent again at commit."""
+
+    buf: bytearray
+    length: int
+    # Holds one of the file's `concurrency` slots until released, so a file never holds more
+    # than `concurrency` part buffers besides the filling one (not with concurrency 1: its
+    # only slot must come free).
+    holds_slot: bool
+    sent: trio.Event = field(default_factory=trio.Event)  # its first upload settled
+    dirty: bool = False  # rewritten since: sent again at commit
+
+
+@dataclass(eq=False)
+class _Multipart:
+    """A multipart upload S3 knows about: from CreateMultipartUpload until it is completed
+    or aborted (Upload._mp is None otherwise)."""
+
+    upload_id: str
+    parts: dict[int, str] = field(default_factory=dict)  # number -> ETag, acknowledged
+    sums: dict[int, Checksum] = field(default_factory=dict)  # of the parts whose bytes we sent
+    next_part: int = 1
+    acked: int = 0  # bytes of the parts S3 acknowledged from part tasks (progress)
+
+    def take_number(self) -> int:
+        number = self.next_part
+        self.next_part += 1
+        return number
+
+
+def _errno(error: BaseException | None) -> int:
+    """The errno a call on an upload that failed with `error` gets: the store's (one table:
+    errors.errno_for), EIO after anything else (EINVAL/EFBIG/an unmount, which were told
+    to the call that caused them)."""
+    return errno_for(error) if isinstance(error, StoreError) else errno.EIO
+
+
 # Moves a committed object: (src key, dst key, src etag, size) -> the new object's ETag.
 Mover = Callable[[str, str, str, int], Awaitable[str]]
 
@@ -145,7 +165,14 @@ _ZEROS = bytes(1 * MiB)
 
 
 class Upload:
-    """One writer's stream of bytes to one key."""
+    """One writer's stream of bytes to one key.
+
+    Its state: `state` (State: the state machine of the module docstring), the file (`size`;
+    `etag`/`committed_size` of the object it stands on; `_base_len` bytes of it copied server
+    side, `_lazy_base` while that object is not yet fetched or copied), the filling buffer
+    (`_fill`), part 1 kept in memory (`_part1`) and the open multipart upload (`_mp`, None
+    when none is open). `_lock` serialises calls; `_slots` are the file's parts in flight.
+    """
 
     def __init__(
         self,
@@ -173,27 +200,17 @@ class Upload:
         self.committed_size = 0
         self.metadata_sent: Mapping[str, str] | None = None
         self.committed_here = False  # the object under key is our own commit (--no-clobber)
-        self._lock = trio.Lock()
-        self._slots = trio.Semaphore(cfg.concurrency)
-        self._buf: bytearray | None = None
-        self._buf_len = 0
-        self._buf_start = 0  # file offset of the buffer's first byte
-        self._base_len = 0  # bytes [0, base_len) are copied from the object `etag`
-        self._lazy_base = False  # an existing object not yet fetched or copied
-        self._part1: bytearray | None = None
-        self._part1_sent: trio.Event | None = None  # set once part 1's upload settled
-        self._part1_slot = False  # the kept part 1 holds one of the file's slots
-        self._part1_len = 0
-        self._part1_dirty = False
-        self._upload_id: str | None = None
-        self._parts: dict[int, str] = {}
-        self._sums: dict[int, Checksum] = {}  # checksums of the parts whose bytes we sent
-        self._next_part = 1
         self.parts_sent = 0  # parts S3 acknowledged, and their bytes (progress reporting)
         self.bytes_sent = 0
         self.parts_in_flight = 0
-        self._acked = 0  # bytes of this multipart upload's parts S3 acknowledged
         self._started = time.monotonic()
+        self._lock = trio.Lock()
+        self._slots = trio.Semaphore(cfg.concurrency)
+        self._base_len = 0  # bytes [0, base_len) are copied from the object `etag`
+        self._lazy_base = False  # an existing object not yet fetched or copied
+        self._fill = _Filling()
+        self._part1: _Part1 | None = None
+        self._mp: _Multipart | None = None
         if existing is not None:
             self.state = State.CLEAN
             self.etag, self.size, self.committed_size = existing.etag, existing.size, existing.size
@@ -224,7 +241,8 @@ class Upload:
     async def _check_writable(self) -> None:
         if self.state is State.FAILED:
             await self._abort_upload()  # a part task failed since: do not leave it billed
-            raise FsError(errno.EIO, f"upload of {self.key} failed earlier: {self.error}")
+            raise FsError(_errno(self.error), f"upload of {self.key} failed earlier: "
+                                              f"{self.error}")
         if self.state is State.CLOSED:
             raise FsError(errno.EBADF, "upload closed")
 
@@ -232,16 +250,16 @@ class Upload:
         """Turn the lazy base into real state, keeping its first `keep` bytes."""
         self._lazy_base = False
         if keep >= MIN_PART_SIZE:
-            self._base_len = self._buf_start = keep  # copied when the upload opens
+            self._base_len = self._fill.start = keep  # copied when the upload opens
         elif keep:
             try:
                 data = await self.store.get_range(self.key, 0, keep, if_match=self.etag)
             except StoreError as exc:
                 await self._fail(exc)
-                raise FsError(errno.EIO, f"cannot read {self.key} to extend it: {exc}") from exc
-            self._buf = self.budget.take_buffer(self._part_size(1))
-            self._buf[:keep] = data
-            self._buf_len = keep
+                raise FsError(_errno(exc), f"cannot read {self.key} to extend it: {exc}") from exc
+            self._fill.buf = self.budget.take_buffer(self._part_size(1))
+            self._fill.buf[:keep] = data
+            self._fill.length = keep
         self.size = keep
 
     async def _append_zeros(self, count: int) -> None:
@@ -253,17 +271,18 @@ class Upload:
     async def _overwrite(self, offset: int, view: memoryview) -> None:
         """Rewrite bytes [offset, offset + len(view)) that lie within the file."""
         end = offset + len(view)
-        if end > self._buf_start and self._buf is not None:
-            start = max(offset, self._buf_start)
-            self._buf[start - self._buf_start:end - self._buf_start] = view[start - offset:]
+        fill = self._fill
+        if end > fill.start and fill.buf is not None:
+            start = max(offset, fill.start)
+            fill.buf[start - fill.start:end - fill.start] = view[start - offset:]
             view, end = view[:start - offset], start
         if not view:
             return
-        if self._part1 is not None and end <= self._part1_len:
-            if self._part1_sent is not None:
-                await self._part1_sent.wait()  # never change bytes while they are sent
-            self._part1[offset:end] = view
-            self._part1_dirty = True
+        part1 = self._part1
+        if part1 is not None and end <= part1.length:
+            await part1.sent.wait()  # never change bytes while they are sent
+            part1.buf[offset:end] = view
+            part1.dirty = True
             return
         why = ("it lies in the existing object this upload copies server side"
                if offset < self._base_len else "that part was already uploaded")
@@ -274,64 +293,54 @@ class Upload:
         raise FsError(errno.EINVAL, "write into an uploaded part")
 
     async def _append(self, view: memoryview) -> None:
+        fill = self._fill
         pos = 0
         while pos < len(view):
-            if self._buf is None:
-                if self._next_part > self.max_parts and self._upload_id is not None:
+            if fill.buf is None:
+                if self._mp is not None and self._mp.next_part > self.max_parts:
                     log.error("%s: file too large: all %d parts used (%d bytes); the "
                               "upload is aborted", self.key, self.max_parts, self.size)
                     await self._fail(FsError(errno.EFBIG, "more than the maximum parts"))
                     raise FsError(errno.EFBIG)
-                self._buf = self.budget.take_buffer(self._part_size(self._next_part))
-                self._buf_len = 0
-            take = min(len(self._buf) - self._buf_len, len(view) - pos)
-            self._buf[self._buf_len:self._buf_len + take] = view[pos:pos + take]
-            self._buf_len += take
+                number = self._mp.next_part if self._mp is not None else 1
+                fill.buf = self.budget.take_buffer(self._part_size(number))
+                fill.length = 0
+            take = min(len(fill.buf) - fill.length, len(view) - pos)
+            fill.buf[fill.length:fill.length + take] = view[pos:pos + take]
+            fill.length += take
             pos += take
             self.size += take
-            if self._buf_len == len(self._buf):
+            if fill.length == len(fill.buf):
                 await self._submit_buffer()
 
     async def _submit_buffer(self) -> None:
         """Hand the full buffer to a part task; waits while too many parts are in flight."""
         try:
-            if self._upload_id is None:
-                await self._open_upload()
+            mp = self._mp or await self._open_upload()
             await self._slots.acquire()
         except StoreError as exc:
             await self._fail(exc)
-            raise FsError(errno.EIO, str(exc)) from exc
-        assert self._buf is not None
-        weight = await self.budget.acquire(-(-len(self._buf) // self.cfg.part_size))
-        number = self._next_part
-        self._next_part += 1
-        buf, length = self._buf, self._buf_len
-        assert buf is not None
-        self._buf, self._buf_len = None, 0
-        self._buf_start += length
-        keep = number == 1
-        if keep:
-            self._part1, self._part1_len = buf, length
-            self._part1_sent = trio.Event()
-            # The kept part 1 goes on occupying one of the file's `concurrency` slots until
-            # completion, so a file never holds more than `concurrency` part buffers besides
-            # the filling one. (Not with concurrency 1: its only slot must come free.)
-            self._part1_slot = self.cfg.concurrency > 1
+            raise FsError(_errno(exc), str(exc)) from exc
+        assert self._fill.buf is not None
+        weight = await self.budget.acquire(-(-len(self._fill.buf) // self.cfg.part_size))
+        number = mp.take_number()
+        buf, length = self._fill.hand_over()
+        part1 = None
+        if number == 1:
+            part1 = self._part1 = _Part1(buf, length, holds_slot=self.cfg.concurrency > 1)
         self.parts_in_flight += 1
-        self.nursery.start_soon(self._send_part, number, buf, length, keep, weight)
+        self.nursery.start_soon(self._send_part, mp, number, buf, length, part1, weight)
 
-    async def _send_part(self, number: int, buf: bytearray, length: int, keep: bool,
-                         weight: int) -> None:
-        upload_id = self._upload_id
+    async def _send_part(self, mp: _Multipart, number: int, buf: bytearray, length: int,
+                         part1: _Part1 | None, weight: int) -> None:
+        """A part task. Part 1 stays in memory (see _Part1), every other buffer goes back."""
         try:
-            assert upload_id is not None
             # A rewrite of part 1 waits until it has been sent (see _overwrite), so the bytes S3
             # gets are the bytes the checksum covers; the rewrite is re-sent at commit.
-            etag = await self._upload_part(upload_id, number, _body(buf, length))
-            self._parts[number] = etag
+            await self._upload_part(mp, number, _body(buf, length))
             self.parts_sent += 1
             self.bytes_sent += length
-            self._acked += length
+            mp.acked += length
         except StoreError as exc:
             if self.error is None:
                 self.error = exc
@@ -340,10 +349,9 @@ class Upload:
         finally:
             self.parts_in_flight -= 1
             self.budget.release(weight)
-            if keep:
-                assert self._part1_sent is not None
-                self._part1_sent.set()
-                if not self._part1_slot:
+            if part1 is not None:
+                part1.sent.set()
+                if not part1.holds_slot:
                     self._slots.release()
             else:
                 self.budget.give_buffer(buf)
@@ -356,41 +364,40 @@ class Upload:
             return await trio.to_thread.run_sync(checksums.compute, "md5", body)
         return checksums.compute(self.cfg.checksum, body)  # CRCs: ~0.3 ms per 8 MiB
 
-    async def _upload_part(self, upload_id: str, number: int, body: bytes | bytearray) -> str:
+    async def _upload_part(self, mp: _Multipart, number: int, body: bytes | bytearray) -> None:
         checksum = await self._checksum(body)
-        etag = await self.store.upload_part(self.key, upload_id, number, body, checksum)
+        etag = await self.store.upload_part(self.key, mp.upload_id, number, body, checksum)
         if checksum is not None:
-            self._sums[number] = checksum
-        return etag
+            mp.sums[number] = checksum
+        mp.parts[number] = etag
 
-    async def _open_upload(self) -> None:
+    async def _open_upload(self) -> _Multipart:
         meta = dict(self.metadata())
-        self._upload_id = await self.store.create_upload(
+        upload_id = await self.store.create_upload(
             self.key, metadata=meta,
             checksum_algorithm=checksums.upload_algorithm(self.cfg.checksum))
-        await orphans.register(self.store, self.key, self._upload_id)  # best effort
+        mp = self._mp = _Multipart(upload_id)
+        await orphans.register(self.store, self.key, upload_id)  # best effort
         self.metadata_sent = meta
-        self._parts = {}
-        self._sums = {}
-        self._acked = 0
-        self._next_part = 1
         # Continue after an earlier commit: its full parts become our first parts, copied
         # server side and pinned to the committed ETag so a replaced object is never spliced.
         for start, end in copy_ranges(self._base_len):
-            number = self._next_part
-            self._next_part += 1
-            self._parts[number] = await self.store.upload_part_copy(
-                self.key, self._upload_id, number, self.key, start, end, src_etag=self.etag)
-        log.debug("%s: multipart upload %s opened", self.key, self._upload_id)
+            number = mp.take_number()
+            mp.parts[number] = await self.store.upload_part_copy(
+                self.key, upload_id, number, self.key, start, end, src_etag=self.etag)
+        log.debug("%s: multipart upload %s opened", self.key, upload_id)
+        return mp
 
     def _part_size(self, number: int) -> int:
         return part_size(number, self.cfg.part_size, self.max_parts)
 
     async def _drain(self) -> None:
         """Wait until no part of this upload is in flight."""
-        if self._part1_sent is not None:
-            await self._part1_sent.wait()
-        free = self.cfg.concurrency - int(self._part1_slot)
+        held = 0
+        if self._part1 is not None:
+            await self._part1.sent.wait()
+            held = int(self._part1.holds_slot)
+        free = self.cfg.concurrency - held
         for _ in range(free):
             await self._slots.acquire()
         for _ in range(free):
@@ -406,10 +413,11 @@ class Upload:
                 return
             if self._lazy_base:
                 await self._materialize(min(size, self.size))
+            fill = self._fill
             if size > self.size:
                 await self._append_zeros(size - self.size)
-            elif size >= self._buf_start and (self._buf is not None or size == self._buf_start):
-                self._buf_len = size - self._buf_start
+            elif size >= fill.start and (fill.buf is not None or size == fill.start):
+                fill.length = size - fill.start
                 self.size = size
             elif size == 0:
                 await self._start_over()
@@ -422,14 +430,14 @@ class Upload:
     async def _start_over(self) -> None:
         await self._abort_upload()
         self._release_part1()
-        self._base_len = self._buf_start = self._buf_len = self.size = 0
-        self._parts, self._next_part = {}, 1
+        self._base_len = self._fill.start = self._fill.length = self.size = 0
 
     # -- committing ----------------------------------------------------------------------
 
     async def commit(self) -> str:
-        """Make S3 hold exactly the bytes written so far. Raises FsError(EIO) on failure, in
-        which case the upload is aborted and S3 keeps whatever object it had before."""
+        """Make S3 hold exactly the bytes written so far. Raises FsError on failure (EIO, or
+        what errors.errno_for says for S3's answer), in which case the upload is aborted and S3
+        keeps whatever object it had before."""
         async with self._lock:
             return await self._commit_locked()
 
@@ -445,8 +453,7 @@ class Upload:
             self.etag = etag
         except (StoreError, FsError) as exc:
             await self._fail(exc)
-            code = errno.EEXIST if isinstance(exc, ObjectExists) else errno.EIO
-            raise FsError(code, f"upload of {self.key} failed: {exc}") from exc
+            raise FsError(_errno(exc), f"upload of {self.key} failed: {exc}") from exc
         self.committed_size = self.size
         self.committed_here = True
         self.state = State.CLEAN
@@ -458,41 +465,36 @@ class Upload:
         return self.etag
 
     async def _commit(self) -> tuple[str, int]:
-        tail = _body(self._buf, self._buf_len)
-        if self._upload_id is None and self._base_len == 0:
+        tail = self._fill.body()
+        if self._mp is None and self._base_len == 0:
             meta = dict(self.metadata())
             etag = await self.store.put(self.key, tail, metadata=meta,
                                         checksum=await self._checksum(tail))
             self.metadata_sent = meta
             return etag, 0
-        if self._upload_id is None:
-            await self._open_upload()
+        mp = self._mp or await self._open_upload()
         await self._drain()
         if self.error is not None:
             raise self.error
-        upload_id = self._upload_id
-        assert upload_id is not None
-        if self._part1_dirty and self._part1 is not None:
-            self._parts[1] = await self._upload_part(
-                upload_id, 1, _body(self._part1, self._part1_len))
-            self._part1_dirty = False
-        if self._buf_len:
-            self._parts[self._next_part] = await self._upload_part(
-                upload_id, self._next_part, tail)
-        parts = sorted(self._parts.items())
+        upload_id = mp.upload_id
+        part1 = self._part1
+        if part1 is not None and part1.dirty:
+            await self._upload_part(mp, 1, _body(part1.buf, part1.length))
+            part1.dirty = False
+        if self._fill.length:
+            await self._upload_part(mp, mp.next_part, tail)
+        parts = sorted(mp.parts.items())
         # CRC parts are listed with their checksums; the object's CRC64NVME is combined from
         # them when every part's bytes went through us (else S3 computes it from the parts).
-        crcs = {n: c for n, c in self._sums.items() if c.algorithm != "MD5"}
+        crcs = {n: c for n, c in mp.sums.items() if c.algorithm != "MD5"}
         full = None
         if len(crcs) == len(parts):
             full = checksums.combine([crcs[n] for n, _ in parts])
         etag = await self.store.complete_upload(self.key, upload_id, parts,
                                                 part_checksums=crcs, checksum=full)
         # Ready to continue: full parts are in the committed object, the tail is in memory.
-        self._base_len = self._buf_start
-        self._upload_id = None
-        self._parts = {}
-        self._next_part = 1
+        self._base_len = self._fill.start
+        self._mp = None
         self._release_part1()
         await orphans.unregister(self.store, upload_id)  # best effort, after the state is set
         return etag, len(parts)
@@ -503,7 +505,7 @@ class Upload:
         committed first (as a close() would), so nothing is left to land under the old name
         later, where a new file may live by then."""
         async with self._lock:
-            if self._upload_id is not None:
+            if self._mp is not None:
                 await self._commit_locked()
             if self.etag is not None and self.state is not State.DISCARDED:
                 self.etag = await move(self.key, new_key, self.etag, self.committed_size)
@@ -517,9 +519,9 @@ class Upload:
 
     async def _abort_upload(self) -> None:
         await self._drain()
-        if self._upload_id is None:
+        if self._mp is None:
             return
-        upload_id, self._upload_id = self._upload_id, None
+        upload_id, self._mp = self._mp.upload_id, None
         try:
             await self.store.abort_upload(self.key, upload_id)
             await orphans.unregister(self.store, upload_id)  # best effort
@@ -545,37 +547,30 @@ class Upload:
         async with self._lock:
             await self._abort_upload()
             self.state = State.DISCARDED
-            self._release_buffer()
+            self._fill.release(self.budget)
             self._release_part1()
-
-    def _release_buffer(self) -> None:
-        if self._buf is not None:
-            self.budget.give_buffer(self._buf)
-            self._buf, self._buf_len = None, 0
 
     def _release_part1(self) -> None:
         """Only once part 1 is not in flight (callers drain first)."""
-        if self._part1 is not None:
-            self.budget.give_buffer(self._part1)
-            self._part1, self._part1_dirty = None, False
-        self._part1_sent = None
-        if self._part1_slot:
-            self._part1_slot = False
-            self._slots.release()
+        part1, self._part1 = self._part1, None
+        if part1 is not None:
+            self.budget.give_buffer(part1.buf)
+            if part1.holds_slot:
+                self._slots.release()
 
     async def close(self) -> None:
         async with self._lock:
             await self._drain()
             if self.state is State.FAILED:
                 await self._abort_upload()
-            self._release_buffer()
+            self._fill.release(self.budget)
             self._release_part1()
             if self.state is not State.FAILED:
                 self.state = State.CLOSED
 
     @property
     def buffered_bytes(self) -> int:
-        return self._buf_len
+        return self._fill.length
 
     @property
     def bytes_in_s3(self) -> int:
@@ -583,9 +578,9 @@ class Upload:
         upload's acknowledged parts (its server-side copied base included)."""
         if self.state is State.CLEAN:
             return self.size
-        if self._upload_id is None:
+        if self._mp is None:
             return self.committed_size if self.state is not State.FAILED else 0
-        return self._base_len + self._acked
+        return self._base_len + self._mp.acked
 
 
 __all__ = ["Existing", "MiB", "PartBudget", "State", "Upload", "copy_ranges"]

@@ -41,6 +41,7 @@ from s3mpfs.errors import (
     AccessDenied,
     NeedsRestore,
     NoSuchBucket,
+    NoSuchUpload,
     NotFound,
     ObjectExists,
     PreconditionFailed,
@@ -61,7 +62,7 @@ from s3mpfs.store.base import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
 _UNREACHABLE = (
@@ -102,6 +103,8 @@ def _map_errors(what: str) -> Iterator[None]:
                 "or copied (S3 RestoreObject, e.g. aws s3api restore-object; then wait until "
                 "HeadObject's Restore says ongoing-request=\"false\")", code=code,
                 status=status) from exc
+        if code == "NoSuchUpload":
+            raise NoSuchUpload(text, code=code, status=status) from exc
         if code in _NOT_FOUND or status == 404:
             raise NotFound(text, code=code) from exc
         if code in _DENIED or status == 403:

@@ -32,6 +32,7 @@ from s3mpfs.config import ARCHIVE_CLASSES, MIN_PART_SIZE, ObjectOptions
 from s3mpfs.errors import (
     AccessDenied,
     NeedsRestore,
+    NoSuchUpload,
     NotFound,
     ObjectExists,
     PreconditionFailed,
@@ -167,7 +168,7 @@ class MemoryStore:
     def _upload(self, key: str, upload_id: str) -> _Upload:
         up = self.uploads.get(upload_id)
         if up is None or up.key != key:
-            raise NotFound(f"no such upload: {upload_id}", code="NoSuchUpload")
+            raise NoSuchUpload(f"no such upload: {upload_id}", code="NoSuchUpload")
         return up
 
     async def head(self, key: str) -> ObjectInfo:

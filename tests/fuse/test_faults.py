@@ -4,8 +4,9 @@ Every file written here ends in exactly one of two ways, checked through boto3 s
 against moto (not through the proxy):
 
     stored          close() returned 0 and the object is byte for byte what was written
-    failed loudly   close() (or a write) failed with EIO and S3 holds no object under the key,
-                    or the previous object intact when the file replaced one
+    failed loudly   close() (or a write) failed (EIO; EACCES when S3 refused) and S3 holds no
+                    object under the key, or the previous object intact when the file
+                    replaced one
 
 Anything else is a *silent loss* (close() == 0 but the object is missing or different) or a
 *partial object* (close() failed but the key holds something new). The module keeps a tally
@@ -103,7 +104,8 @@ class Tally:
         return [
             f"faults injected (fired, per the proxy): {fired} ({kinds})",
             f"files written: {total}; stored byte-exact with close() == 0: {self.stored}; "
-            f"failed loudly (EIO, no object or the old one intact): {self.failed_loudly}",
+            f"failed loudly (EIO or EACCES, no object or the old one intact): "
+            f"{self.failed_loudly}",
             f"silent losses: {self.silent_losses}; partial objects: {self.partial_objects}; "
             f"uploads left behind by a failing abort (and listed by s3mpfs uploads): "
             f"{self.left_behind}",
@@ -486,7 +488,7 @@ def test_failing_abort_leaves_a_listed_leftover(new_mount: Callable[..., Mount],
     data = os.urandom(LARGE)
     out = write_file(m.mountpoint / key, data, via="python", scratch=tmp_path)
     assert tally.judge(s3, fbucket, key, data, out) == "failed loudly", out
-    assert out.errno == errno.EIO
+    assert out.errno == errno.EACCES  # S3 refused: errors.errno_for, not EIO
     (upload_id,) = uploads_of(s3, fbucket, key)
     tally.left_behind += 1
     assert markers_of(s3, fbucket, key) == [marker_key(upload_id)]

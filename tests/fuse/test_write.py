@@ -216,6 +216,28 @@ def test_failed_overwrite_keeps_the_old_object(
         assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+@pytest.mark.parametrize("size", [100, 20 * MiB])
+def test_refused_upload_fails_close_with_eacces(
+        proxied_mount: Mount, proxy: S3Proxy, s3: Any, bucket: str, tmp_path: Path,
+        size: int) -> None:
+    """S3 refusing the upload (403, an IAM policy without s3:PutObject) is "Permission
+    denied" for the writer, not EIO (errors.errno_for); the old object stays."""
+    old = os.urandom(1234)
+    s3.put_object(Bucket=bucket, Key="denied.bin", Body=old)
+    src = tmp_path / "new.bin"
+    src.write_bytes(os.urandom(size))
+    op = "PutObject" if size < 8 * MiB else "CompleteMultipartUpload"
+    proxy.add_fault(op, "status", status=403, times=-1)
+    r = sh(f"cp {src} {proxied_mount.mountpoint}/denied.bin")
+    proxy.reset()
+    assert r.returncode != 0
+    assert "Permission denied" in r.stderr, r.stderr
+    assert object_bytes(s3, bucket, "denied.bin") == old
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert any("denied.bin" in line and " ERROR " in line
+               for line in proxied_mount.log().splitlines()), proxied_mount.log()
+
+
 def test_stat_after_close_shows_final_size(mount: Mount) -> None:
     path = mount.mountpoint / "sized"
     with open(path, "wb") as f:

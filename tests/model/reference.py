@@ -29,7 +29,9 @@ files being written, where a file renamed while its upload is open is under its 
 
 Another client's changes (RemotePut/RemoteDelete) may hit a file being written: the model
 knows which object each upload stands on (an ETag identity, `token`) and, as documented, a
-continued or appended upload whose base object was replaced fails (EIO) instead of splicing.
+continued or appended upload whose base object was replaced fails instead of splicing, with the
+errno errors.errno_for gives S3's answer to its If-Match (ESTALE; ENOENT once the key is gone),
+and every later write/flush/close of it repeats that errno.
 """
 
 from __future__ import annotations
@@ -255,6 +257,7 @@ class Writer:
     pending_move: str | None = None  # renamed with a multipart upload open
     meta_sent: bool = False  # x-amz-meta went out with a CreateMultipartUpload/PutObject
     meta_changed: bool = False  # chmod/utime after that, to apply after the commit
+    error: int = errno.EIO  # what every call fails with once FAILED
 
     @property
     def live(self) -> bool:
@@ -513,9 +516,17 @@ class Model:
 
     # upload.py's pipeline, by region
 
-    def _fail(self, w: Writer) -> None:
+    def _fail(self, w: Writer, error: int = errno.EIO) -> None:
         w.state = FAILED
         w.mp_open = False
+        w.error = error
+
+    def _base_changed(self, w: Writer) -> int:
+        """The object the upload stands on is not there any more: S3 refuses the If-Match of
+        its GET or UploadPartCopy (PreconditionFailed, or NoSuchKey once the key is gone)."""
+        error = errno.ESTALE if w.key in self.objects else errno.ENOENT
+        self._fail(w, error)
+        return error
 
     def _pinned(self, w: Writer) -> bool:
         obj = self.objects.get(w.key)
@@ -526,15 +537,13 @@ class Model:
         if keep >= MIN_PART:
             w.base_len = w.buf_start = keep
         elif keep and not self._pinned(w):
-            self._fail(w)
-            return errno.EIO
+            return self._base_changed(w)
         del w.data[keep:]
         return 0
 
     def _open_upload(self, w: Writer) -> int:
         if w.base_len and not self._pinned(w):
-            self._fail(w)
-            return errno.EIO
+            return self._base_changed(w)
         w.mp_open = w.meta_sent = True
         return 0
 
@@ -556,7 +565,7 @@ class Model:
     def _writeat(self, op: WriteAt) -> int:
         w = self.handles[op.index]
         if w.state == FAILED:
-            return errno.EIO
+            return w.error
         if w.state == DISCARDED:
             if len(w.data) < op.offset + op.length:
                 w.data += bytes(op.offset + op.length - len(w.data))
@@ -589,7 +598,7 @@ class Model:
 
     def _commit(self, w: Writer) -> int:
         if w.state == FAILED:
-            return errno.EIO
+            return w.error
         if w.state in (CLEAN, DISCARDED):
             return 0
         if w.mp_open or w.base_len:
@@ -643,7 +652,7 @@ class Model:
         if op.size == len(w.data):
             return 0
         if w.state == FAILED:
-            return errno.EIO
+            return w.error
         if w.lazy:
             err = self._materialize(w, min(op.size, len(w.data)))
             if err:

@@ -491,6 +491,29 @@ def test_overwrite_keeps_the_old_object_until_the_commit() -> None:
     ])
 
 
+def test_continued_upload_whose_object_changed_fails_with_the_store_errno() -> None:
+    """A write after a commit continues the object it stored, pinned by its ETag; another
+    client replaced it (S3: 412, ESTALE) or deleted it (NoSuchKey, ENOENT): the close fails
+    with that errno (errors.errno_for), and so does every later call on the handle."""
+    run([
+        Create("a"),
+        Write(length=5 * MiB + 10, fill=1),
+        Flush(),  # stored: the next commit copies these bytes server side
+        RemotePut("a", 10, 0o644),
+        Write(length=10, fill=2),
+        Flush(),  # ESTALE
+        Write(length=10, fill=3),  # ESTALE again
+        Close(),
+        Create("b"),
+        Write(length=5 * MiB + 10, fill=4),
+        Flush(),
+        RemoteDelete("b"),
+        Write(length=10, fill=5),
+        Fsync(),  # ENOENT
+        Close(),  # ENOENT
+    ])
+
+
 # -- regressions: shrunk failures of test_filesystem_matches_the_model -----------------------
 # Each of these fails on a genuine s3mpfs bug (see its docstring); the property test skips
 # examples that run into them (Model(skip_known_bugs=True)) so it can look further.

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from s3mpfs.config import MIN_PART_SIZE, S3Config
-from s3mpfs.errors import NotFound, PreconditionFailed, StoreError
+from s3mpfs.errors import NoSuchUpload, NotFound, PreconditionFailed, StoreError
 from s3mpfs.store import boto as boto_module
 from s3mpfs.store.base import ObjectStore
 from s3mpfs.store.boto import BotoStore
@@ -402,7 +402,7 @@ async def test_abort(store: ObjectStore) -> None:
     assert [u.upload_id for u in await store.list_uploads()] == [other_id]
     with pytest.raises(StoreError):
         await store.complete_upload("k", upload_id, [(1, etag)])
-    with pytest.raises(NotFound):
+    with pytest.raises(NoSuchUpload):  # a NotFound, but EIO for a writer (errors.py)
         await store.list_parts("k", upload_id)
     with pytest.raises(StoreError):  # S3: NoSuchUpload; moto: 500
         await store.upload_part("k", upload_id, 2, b"late")

@@ -459,18 +459,19 @@ async def test_a_failed_prefetch_gets_a_get_of_its_own_and_fails_only_reads_need
         await reader.close()
 
 
-async def test_reader_without_a_nursery_fetches_what_reads_need() -> None:
+async def test_reads_up_to_and_past_the_end() -> None:
     obj = blob()[:4 * MiB]
     store = RecordingStore()
     etag = await _put(store, obj)
-    reader = Reader(store, KEY, etag, len(obj))
-    assert await reader.read(100, 1000) == obj[100:1100]
-    assert await reader.read(1100, 300 * KiB) == obj[1100:1100 + 300 * KiB]
-    assert await reader.read(len(obj) - 5, 100) == obj[-5:]
-    assert await reader.read(len(obj), 100) == b""
-    assert store.ranges == [(100, 1100), (1100, 1100 + 300 * KiB), (len(obj) - 5, len(obj))]
-    await reader.close()
-    assert reader.buffered == 0
+    async with trio.open_nursery() as n:
+        reader = _reader(store, etag, len(obj), n)
+        assert await reader.read(100, 1000) == obj[100:1100]
+        assert await reader.read(len(obj) - 5, 100) == obj[-5:]  # a seek: cut at the end
+        assert await reader.read(len(obj), 100) == b""
+        assert await reader.read(len(obj) + 10, 100) == b""
+        assert all(end <= len(obj) for _, end in store.ranges)
+        await reader.close()
+        assert reader.buffered == 0
 
 
 async def test_empty_object_and_reads_past_the_end() -> None:

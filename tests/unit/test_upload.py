@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from s3mpfs.checksums import Checksum
 from s3mpfs.config import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MiB, UploadConfig
-from s3mpfs.errors import FsError, PreconditionFailed, StoreError
+from s3mpfs.errors import (
+    AccessDenied,
+    FsError,
+    NoSuchUpload,
+    PreconditionFailed,
+    StoreError,
+    Unreachable,
+)
 from s3mpfs.parts import capacity
 from s3mpfs.store.base import ObjectStore
 from s3mpfs.store.memory import MemoryStore
@@ -374,6 +381,96 @@ async def test_create_upload_failure_fails_the_write() -> None:
     assert await store.list_uploads() == []
 
 
+# -- the errno a failure reaches the caller with (errors.errno_for) ------------------------
+
+# (error, the errno write/close must give): S3 refusing is EACCES, the storage failing is EIO.
+FAILURES: dict[str, tuple[Callable[[], StoreError], int]] = {
+    "AccessDenied": (lambda: AccessDenied("injected: access denied", code="AccessDenied",
+                                          status=403), errno.EACCES),
+    "InternalError": (_fault, errno.EIO),
+    "Unreachable": (lambda: Unreachable("injected: connection reset",
+                                        code="ConnectionClosedError"), errno.EIO),
+    "NoSuchUpload": (lambda: NoSuchUpload("injected: upload gone", code="NoSuchUpload",
+                                          status=404), errno.EIO),
+}
+
+
+async def _expect_errno(code: int, call: Awaitable[object]) -> None:
+    with pytest.raises(FsError) as exc:
+        await call
+    assert exc.value.errno == code, exc.value
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+@pytest.mark.parametrize("op", ["put", "create_upload", "complete_upload"])
+async def test_a_failed_request_gives_its_errno_now_and_later(failure: str, op: str) -> None:
+    """The call that sends the request fails with the table's errno, and so does every later
+    write and commit of the failed upload; the previous object stays."""
+    make, code = FAILURES[failure]
+    mem = MemoryStore()
+    store = FaultyStore(mem)
+    await store.put("k", b"previous", metadata={})
+    store.fail(op, make(), nth=2 if op == "put" else 1)  # put 1 was the previous object
+    size = 3000 if op == "put" else PART + 3000
+    async with trio.open_nursery() as n:
+        up = _upload(store, n)
+        if op == "create_upload":  # sent when the first part is full
+            await _expect_errno(code, up.write(0, _data(size)))
+        else:
+            await up.write(0, _data(size))
+            await _expect_errno(code, up.commit())
+        assert up.state is State.FAILED
+        await _expect_errno(code, up.write(size, b"more"))
+        await _expect_errno(code, up.commit())
+        await up.close()
+    assert mem.objects["k"].data == b"previous"
+    assert await store.list_uploads() == []
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+async def test_a_failed_part_gives_its_errno_to_the_next_write(failure: str) -> None:
+    make, code = FAILURES[failure]
+    mem = MemoryStore()
+    store = FaultyStore(mem)
+    store.fail("upload_part", make(), nth=1)
+    async with trio.open_nursery() as n:
+        up = _upload(store, n)
+        await up.write(0, _data(PART))
+        await trio.testing.wait_all_tasks_blocked()  # part 1 has failed by now
+        await _expect_errno(code, up.write(PART, b"next"))
+        await _expect_errno(code, up.commit())
+        await up.close()
+    assert "k" not in mem.objects
+    assert await store.list_uploads() == []
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+async def test_a_part_failing_while_commit_drains_gives_its_errno(failure: str) -> None:
+    make, code = FAILURES[failure]
+    mem = MemoryStore()
+    store = FaultyStore(mem)
+    store.fail("upload_part", make(), nth=1)
+    gate = store.gate("upload_part")
+    async with trio.open_nursery() as n:
+        up = _upload(store, n)
+        await up.write(0, _data(PART + 100))
+        result: list[int] = []
+
+        async def commit() -> None:
+            with pytest.raises(FsError) as exc:
+                await up.commit()
+            result.append(exc.value.errno)
+
+        n.start_soon(commit)
+        await trio.testing.wait_all_tasks_blocked()
+        assert result == [] and store.waiting["upload_part"] == 1  # commit waits for part 1
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert result == [code]
+    assert "k" not in mem.objects
+    assert await store.list_uploads() == []
+
+
 # -- continuing after a commit -------------------------------------------------------------
 
 
@@ -441,7 +538,7 @@ async def test_continuation_refuses_to_splice_a_replaced_object() -> None:
         await up.write(PART + 10, b"more")
         with pytest.raises(FsError) as exc:
             await up.commit()
-        assert exc.value.errno == errno.EIO
+        assert exc.value.errno == errno.ESTALE  # as a read of a replaced object
         assert isinstance(exc.value.__cause__, PreconditionFailed)
     assert store.objects["k"].data == b"someone else's object"
     assert store.uploads == {}
@@ -488,8 +585,43 @@ async def test_existing_object_replaced_before_the_first_write_is_not_spliced() 
         cfg = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
         up = Upload(store, "k", cfg=cfg, budget=PartBudget(8), nursery=n,
                     metadata=lambda: META, existing=Existing(etag, 11))
-        await _expect_eio(up.write(11, b"!"))
+        await _expect_errno(errno.ESTALE, up.write(11, b"!"))
     assert store.objects["k"].data == b"other writer"
+
+
+async def test_existing_object_deleted_before_the_first_write_is_enoent() -> None:
+    store = MemoryStore()
+    etag = await store.put("k", b"hello world", metadata={})
+    await store.delete("k")
+    async with trio.open_nursery() as n:
+        cfg = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
+        up = Upload(store, "k", cfg=cfg, budget=PartBudget(8), nursery=n,
+                    metadata=lambda: META, existing=Existing(etag, 11))
+        await _expect_errno(errno.ENOENT, up.write(11, b"!"))
+        await _expect_errno(errno.ENOENT, up.commit())
+    assert store.objects == {}
+
+
+@pytest.mark.parametrize("size", [11, PART + 11])  # fetched / copied server side
+async def test_appending_to_an_archived_object_is_eacces(size: int) -> None:
+    """S3 refuses to read or copy a DEEP_ARCHIVE object until restored (NeedsRestore): the
+    append fails as a read of it does, with EACCES, and the object stays as it was."""
+    store = MemoryStore()
+    old = _data(size)
+    etag = await store.put("k", old, metadata={})
+    store.objects["k"].props["StorageClass"] = "DEEP_ARCHIVE"
+    async with trio.open_nursery() as n:
+        cfg = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
+        up = Upload(store, "k", cfg=cfg, budget=PartBudget(8), nursery=n,
+                    metadata=lambda: META, existing=Existing(etag, size))
+        if size < PART:  # the first write fetches the object into the buffer
+            await _expect_errno(errno.EACCES, up.write(size, b"!"))
+        else:  # the commit copies it as the first part
+            await up.write(size, b"!")
+            await _expect_errno(errno.EACCES, up.commit())
+        await _expect_errno(errno.EACCES, up.commit())
+    assert store.objects["k"].data == old
+    assert store.uploads == {}
 
 
 # -- refusals ------------------------------------------------------------------------------
