@@ -340,11 +340,28 @@ class Filesystem:
         try:
             return await handle.reader.read(offset, length)
         except FsError as exc:
-            inode = handle.inode
-            if exc.errno == errno.ESTALE and inode.etag == handle.reader.etag:
-                inode.etag = None  # replaced: the next open asks S3
-                inode.expiry.expire()
-            raise
+            if exc.errno != errno.ESTALE:
+                raise
+            if handle.reader.served:  # it read the old version: never splice two versions
+                if handle.inode.etag == handle.reader.etag:
+                    handle.inode.etag = None  # replaced: the next open asks S3
+                    handle.inode.expiry.expire()
+                raise
+        # Opened from cached attributes, replaced by another client since, nothing read yet:
+        # read the new version (once: a second 412 is a race of its own, ESTALE).
+        await self._reopen(handle)
+        return await handle.reader.read(offset, length)
+
+    async def _reopen(self, handle: ReadHandle) -> None:
+        inode, old = handle.inode, handle.reader
+        self.names.set_file_info(inode, await self.store.head(self.key(inode)))
+        self.names.renew(inode)
+        log.info("%s: replaced since its attributes were read (ETag %s -> %s): reading the "
+                 "new version", inode.path, old.etag, inode.etag)
+        handle.reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
+                               nursery=self._nursery, budget=self.read_budget,
+                               config=self.opts.read)
+        await old.close()
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self._handle(fh)

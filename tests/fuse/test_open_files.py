@@ -44,3 +44,18 @@ def test_attributes_set_right_after_close_reach_s3(mount: Mount, s3: Any, bucket
         assert meta["mtime"] == "1500000000", (i, meta)
     st = os.stat(mount.mountpoint / "e20")
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_mtime == 1500000000
+
+
+def test_a_file_replaced_elsewhere_after_a_listing_reads_the_new_bytes(
+        mount: Mount, s3: Any, bucket: str) -> None:
+    """ls, then another client replaces the objects, then a program opens them (within the
+    TTL: the open uses the listed ETag): the first read's 412 makes s3mpfs read the new
+    version instead of failing with ESTALE."""
+    s3.put_object(Bucket=bucket, Key="same", Body=b"old contents")
+    s3.put_object(Bucket=bucket, Key="shorter", Body=b"old, longer contents")
+    assert sorted(os.listdir(mount.mountpoint)) == ["same", "shorter"]
+    assert os.stat(mount.mountpoint / "same").st_size == 12  # attributes cached
+    s3.put_object(Bucket=bucket, Key="same", Body=b"new contents")  # same size, other bytes
+    s3.put_object(Bucket=bucket, Key="shorter", Body=b"new, short")
+    assert (mount.mountpoint / "same").read_bytes() == b"new contents"
+    assert (mount.mountpoint / "shorter").read_bytes() == b"new, short"

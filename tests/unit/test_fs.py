@@ -419,12 +419,30 @@ async def test_read_through_a_read_handle(fs: Filesystem, mem: MemoryStore) -> N
     assert inode.open_handles == 0
 
 
-async def test_read_of_a_replaced_object_is_estale(fs: Filesystem, mem: MemoryStore) -> None:
+async def test_a_fresh_open_of_a_replaced_object_reads_the_new_version(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    """Opened from cached attributes (a listing, a lookup within the TTL) after another client
+    replaced the object: the first read's 412 refreshes the inode and reads the new bytes."""
     await mem.put("f", b"v1" * 1000, metadata={})
     inode = await fs.lookup(ROOT_INODE, "f")
+    await mem.put("f", b"version 2 is longer" * 1000, metadata={"mode": "33152"})
+    fh = await fs.open(inode.ino, os.O_RDONLY)  # from the cached ETag
+    assert bytes(await fs.read(fh, 0, 19)) == b"version 2 is longer"
+    assert inode.size == 19000 and inode.mode == 33152  # stat shows the new object too
+    assert bytes(await fs.read(fh, 18990, 100)) == b" is longer"
+    await fs.release(fh)
+
+
+async def test_read_of_an_object_replaced_while_being_read_is_estale(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"v1" * 8_000_000, metadata={})
+    inode = await fs.lookup(ROOT_INODE, "f")
     fh = await fs.open(inode.ino, os.O_RDONLY)
-    await mem.put("f", b"v2" * 1000, metadata={})
-    assert await _errno(fs.read(fh, 0, 10)) == errno.ESTALE
+    assert bytes(await fs.read(fh, 0, 4)) == b"v1v1"
+    await mem.put("f", b"v2" * 8_000_000, metadata={})
+    assert await _errno(fs.read(fh, 15_000_000, 10)) == errno.ESTALE  # never spliced
+    await fs.release(fh)
+    assert inode.etag is None  # the next open asks S3
 
 
 async def test_read_on_a_write_handle_is_einval(fs: Filesystem) -> None:
