@@ -91,9 +91,19 @@ class Filesystem:
         self.mount_id: int | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
-        """Part uploads run as tasks in this nursery, which must outlive every handle."""
+        """Part uploads run as tasks in this nursery, which must outlive every handle.
+
+        The one late step of construction, and why it cannot go: mount.py builds the
+        Filesystem and pyfuse3's Operations over it before trio runs (pyfuse3.init mounts,
+        then the daemon forks, then trio.run starts), so no nursery exists yet at __init__."""
         self._nursery = nursery
         self.attrs.start(nursery)
+
+    @property
+    def tasks(self) -> trio.Nursery:
+        """Where part uploads, prefetch GETs and held attribute stores run."""
+        assert self._nursery is not None, "Filesystem.start() was not called"
+        return self._nursery
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -105,9 +115,8 @@ class Filesystem:
             raise FsError(errno.EROFS)
 
     def _new_upload(self, inode: Inode, existing: Existing | None = None) -> Upload:
-        assert self._nursery is not None, "Filesystem.start() was not called"
         return Upload(self.store, self.key(inode), cfg=self.opts.upload, budget=self.budget,
-                      nursery=self._nursery, metadata=inode.metadata, existing=existing)
+                      nursery=self.tasks, metadata=inode.metadata, existing=existing)
 
     # -- names ---------------------------------------------------------------------------
 
@@ -299,10 +308,9 @@ class Filesystem:
                             "object from its last close", inode.path)
             if inode.etag is None:
                 self.names.set_file_info(inode, await self.store.head(self.key(inode)))
-            assert self._nursery is not None, "Filesystem.start() was not called"
             inode.open_handles += 1
             reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
-                            nursery=self._nursery, budget=self.read_budget,
+                            nursery=self.tasks, budget=self.read_budget,
                             config=self.opts.read)
             return self.handles.add(ReadHandle(inode, reader))
         self._writable()
@@ -359,7 +367,7 @@ class Filesystem:
         log.info("%s: replaced since its attributes were read (ETag %s -> %s): reading the "
                  "new version", inode.path, old.etag, inode.etag)
         handle.reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
-                               nursery=self._nursery, budget=self.read_budget,
+                               nursery=self.tasks, budget=self.read_budget,
                                config=self.opts.read)
         await old.close()
 
