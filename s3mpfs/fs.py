@@ -275,10 +275,29 @@ class Filesystem:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def create(self, parent_ino: int, name: str, mode: int, uid: int,
-                     gid: int, pid: int | None = None) -> tuple[Inode, FileHandleT]:
+    async def create(self, parent_ino: int, name: str, mode: int, uid: int, gid: int,
+                     pid: int | None = None,
+                     flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     ) -> tuple[Inode, FileHandleT]:
+        """open(O_CREAT) of a name the lookup said is absent. Never replace what was not seen:
+        when only a cache said so (another client may have stored it since) and the open
+        keeps what exists (no O_TRUNC), one HEAD confirms; an object found is opened as it
+        is. O_EXCL needs no HEAD: its commit carries If-None-Match: * instead."""
         self._writable()
         path = self.names.new_child_path(self.names.dir(parent_ino), name)
+        if not flags & (os.O_TRUNC | os.O_EXCL) and not self.names.absent_here(path):
+            info = await self.names.head(path)
+            if info is not None:
+                log.info("%s: stored by another client since it was listed: opened as it is",
+                         path)
+                inode = self.inodes.upsert(path, Kind.FILE)
+                self.names.set_file_info(inode, info)
+                self.names.renew(inode)
+                self.names.created(path, DirEntry(name, Kind.FILE, info.size, info.mtime,
+                                                  info.etag))
+                fh = await self.open(inode.ino, flags, pid)
+                inode.lookups += 1
+                return inode, fh
         inode = self.inodes.upsert(path, Kind.FILE)
         inode.mode, inode.uid, inode.gid = stat.S_IFREG | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns, inode.size, inode.etag = time.time_ns(), 0, None

@@ -143,7 +143,7 @@ class Operations(pyfuse3.Operations):
                      ctx: Any) -> tuple[Any, Any]:
         with _errors("create"):
             inode, fh = await self.fs.create(parent_inode, _name(name), mode, ctx.uid, ctx.gid,
-                                             ctx.pid)
+                                             ctx.pid, flags)
             return pyfuse3.FileInfo(fh=fh), self._attrs(inode)
 
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:

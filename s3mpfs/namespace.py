@@ -60,6 +60,10 @@ class Namespace:
         self._listings: dict[str, tuple[float, dict[str, DirEntry]]] = {}
         self._big_dirs: dict[str, float] = {}  # dir path -> valid until
         self._negative: dict[str, float] = {}  # path -> valid until
+        # What this mount itself knows is absent: names it removed (path -> until) and
+        # directories it created (their listing starts empty, and is ours until listed).
+        self._gone_here: dict[str, float] = {}
+        self._own_listings: set[str] = set()
 
     # -- names and keys --------------------------------------------------------------------
 
@@ -199,7 +203,7 @@ class Namespace:
             inode = self.inodes.upsert(path, Kind.FILE)
             self.set_file_info(inode, info)
         else:
-            self.removed(path)
+            self._absent(path)
             raise FsError(errno.ENOENT)
         self.renew(inode)
         return inode
@@ -237,6 +241,7 @@ class Namespace:
         if self.metadata_ttl > 0:
             self._listings[dir_path] = (self._fresh(), {e.name: e for e in entries})
             self._big_dirs.pop(dir_path, None)
+        self._own_listings.discard(dir_path)
 
     async def _parent_listing(self, dir_path: str) -> dict[str, DirEntry] | None:
         listing = self._listing(dir_path)
@@ -293,6 +298,7 @@ class Namespace:
 
     def created(self, path: str, entry: DirEntry) -> None:
         self._negative.pop(path, None)
+        self._gone_here.pop(path, None)
         parent, _, name = path.rpartition("/")
         listing = self._listing(parent)
         if listing is not None:
@@ -302,8 +308,15 @@ class Namespace:
         """A directory this mount made: it is empty, so lookups in it are free."""
         self.created(path, DirEntry(path.rpartition("/")[2], Kind.DIR))
         self.remember_listing(path, [])
+        if self.metadata_ttl > 0:
+            self._own_listings.add(path)
 
     def removed(self, path: str) -> None:
+        """This mount deleted or moved away the object under path."""
+        self._absent(path)
+        self._gone_here[path] = self._fresh()
+
+    def _absent(self, path: str) -> None:
         parent, _, name = path.rpartition("/")
         listing = self._listing(parent)
         if listing is not None:
@@ -311,7 +324,17 @@ class Namespace:
         if self.negative_ttl > 0:
             self._negative[path] = time.monotonic() + self.negative_ttl
 
+    def absent_here(self, path: str) -> bool:
+        """Absent by this mount's own doing (it removed the name, or made its directory),
+        not because a cached listing or a negative entry says so."""
+        now = time.monotonic()
+        if now < self._gone_here.get(path, 0.0):
+            return True
+        parent = path.rpartition("/")[0]
+        return parent in self._own_listings and self._listing(parent) is not None
+
     def dropped(self, path: str) -> None:
         """A directory went or moved: forget the listings of it and below it."""
         for p in [p for p in self._listings if p == path or p.startswith(path + "/")]:
             del self._listings[p]
+            self._own_listings.discard(p)

@@ -59,3 +59,18 @@ def test_a_file_replaced_elsewhere_after_a_listing_reads_the_new_bytes(
     s3.put_object(Bucket=bucket, Key="shorter", Body=b"new, short")
     assert (mount.mountpoint / "same").read_bytes() == b"new contents"
     assert (mount.mountpoint / "shorter").read_bytes() == b"new, short"
+
+
+def test_append_to_an_object_stored_elsewhere_after_a_listing_keeps_it(
+        mount: Mount, s3: Any, bucket: str) -> None:
+    """ls caches the directory; another client then stores k (6 MiB); `echo tail >> k` within
+    the TTL used to create a new 5-byte object over it. Now the create confirms with a HEAD."""
+    s3.put_object(Bucket=bucket, Key="d/other", Body=b"o")
+    assert os.listdir(mount.mountpoint / "d") == ["other"]
+    big = os.urandom(6 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="d/k", Body=big)
+    s3.put_object(Bucket=bucket, Key="d/t", Body=b"touch me not")
+    r = sh("echo tail >> k && touch t", mount.mountpoint / "d")
+    assert r.returncode == 0, r.stderr
+    assert s3.get_object(Bucket=bucket, Key="d/k")["Body"].read() == big + b"tail\n"
+    assert s3.get_object(Bucket=bucket, Key="d/t")["Body"].read() == b"touch me not"

@@ -522,3 +522,44 @@ async def test_names_s3_cannot_hold_are_refused(fs: Filesystem) -> None:
     assert await _errno(_create(fs, "x" * 256)) == errno.ENAMETOOLONG
     assert await _errno(fs.mkdir(ROOT_INODE, "y" * 256, 0o755, UID, GID)) == errno.ENAMETOOLONG
     assert await _errno(fs.lookup(ROOT_INODE, "")) == errno.EINVAL
+
+
+# -- never replace what was not seen ---------------------------------------------------------
+
+
+async def test_append_to_a_name_a_cached_listing_misses_keeps_the_object(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    """ls, another client stores k, then `echo tail >> k` within the TTL: the listing says k
+    is absent, but the create's HEAD finds it and the append keeps its bytes."""
+    await _readdir(fs, ROOT_INODE)  # a complete listing of the root, cached
+    await mem.put("k", b"x" * 1000, metadata={"mode": "33184"})  # another client
+    assert await _errno(fs.lookup(ROOT_INODE, "k")) == errno.ENOENT  # the cache says so
+    heads = mem.counts["HeadObject"]
+    inode, fh = await fs.create(ROOT_INODE, "k", 0o644, UID, GID,
+                                flags=os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    assert mem.counts["HeadObject"] == heads + 1
+    assert inode.size == 1000 and inode.mode == 33184
+    await fs.write(fh, 1000, b"tail")
+    await fs.release(fh)
+    assert mem.objects["k"].data == b"x" * 1000 + b"tail"
+
+
+async def test_creates_cost_no_head_where_the_outcome_is_known(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    await _readdir(fs, ROOT_INODE)
+    d = await fs.mkdir(ROOT_INODE, "d", 0o755, UID, GID)
+    heads = mem.counts["HeadObject"]
+    plain = os.O_WRONLY | os.O_CREAT
+    _, fh = await fs.create(d.ino, "in-own-dir", 0o644, UID, GID, flags=plain)  # made here
+    await fs.release(fh)
+    _, fh = await fs.create(ROOT_INODE, "t", 0o644, UID, GID, flags=plain | os.O_TRUNC)
+    await fs.release(fh)
+    _, fh = await fs.create(ROOT_INODE, "x", 0o644, UID, GID, flags=plain | os.O_EXCL)
+    await fs.release(fh)
+    await fs.unlink(ROOT_INODE, "t")
+    _, fh = await fs.create(ROOT_INODE, "t", 0o644, UID, GID, flags=plain)  # removed here
+    await fs.release(fh)
+    assert mem.counts["HeadObject"] == heads
+    _, fh = await fs.create(ROOT_INODE, "new", 0o644, UID, GID, flags=plain)  # only cached
+    await fs.release(fh)
+    assert mem.counts["HeadObject"] == heads + 1
