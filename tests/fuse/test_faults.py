@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from s3mpfs.orphans import MARKER_PREFIX, marker_key
+from s3mpfs.store.markers import MARKER_PREFIX, marker_key
 from tests.fuse.conftest import SUMMARY_LINES, needs_proxy
 from tests.helpers.s3proxy import S3Proxy
 from tests.helpers.servers import CREDENTIALS, Buckets, MotoServer, Mount, fuse_unavailable
