@@ -228,10 +228,10 @@ def wants_uploads(argv: Sequence[str]) -> bool:
 USAGE = ("s3mpfs uploads BUCKET[:PREFIX] [--abort] [--older-than AGE] [--all] "
          "[--endpoint-url URL] [--region R] [--profile P]")
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 List the unfinished multipart uploads in a bucket that s3mpfs started (a daemon killed with
 -9, a crash, an abort that failed: such uploads are billed until aborted), one line each:
-KEY, UPLOAD ID, AGE, OWNER (tab-separated). --abort aborts them. Markers under .s3mpfs/uploads/
+KEY, UPLOAD ID, AGE, OWNER (tab-separated). --abort aborts them. Markers under {MARKER_PREFIX}
 whose upload no longer exists are deleted. Uploads of a still running s3mpfs on this host are
 listed but never aborted.
 

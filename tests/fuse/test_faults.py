@@ -133,7 +133,7 @@ def uploads_of(s3: Any, bucket: str, key: str) -> list[str]:
 
 
 def markers_of(s3: Any, bucket: str, key: str) -> list[str]:
-    """Marker objects (orphans.py) that name `key`."""
+    """Marker objects (store/markers.py) that name `key`."""
     found = []
     for obj in s3.list_objects_v2(Bucket=bucket, Prefix=MARKER_PREFIX).get("Contents", []):
         body = object_or_none(s3, bucket, obj["Key"])
