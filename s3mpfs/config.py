@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses built by cli.py and validated here, once.
 
 One `MountConfig` per mount, composed of the parts each layer takes as is: `S3Config` (the
-store's connection), `ObjectOptions` (what every object carries: objectopts.ObjectArgs),
+store's connection), `ObjectOptions` (what every object carries: store/objectargs.py),
 `FsConfig` (the filesystem: fs.Filesystem), holding `UploadConfig` (upload.py) and
 `ReadConfig` (prefetch.py). Also the parsers of the command line's strings into them.
 """
@@ -163,7 +163,7 @@ _MIME_TYPE = re.compile(r"^[A-Za-z0-9][\w.+\-]*/[\w.+\-]+( *; *[\w.+\-]+=[\w.+\-
 
 @dataclass(frozen=True)
 class ObjectOptions:
-    """What every object the mount writes carries (see objectopts.py for how, per request)."""
+    """What every object the mount writes carries (store/objectargs.py: how, per request)."""
 
     storage_class: str | None = None  # None: S3's default (STANDARD); copies keep the source's
     sse: str | None = None  # None: the bucket's default encryption

@@ -79,7 +79,7 @@ class Unreachable(StoreError):
 
 
 class ObjectExists(PreconditionFailed):
-    """A --no-clobber write was refused: an object exists under the key (objectopts.py)."""
+    """A --no-clobber write was refused: an object exists under the key (store/objectargs.py)."""
 
 
 class NeedsRestore(StoreError):

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 from s3mpfs.inodes import Kind
 from s3mpfs.store.base import ObjectStore
+from s3mpfs.store.markers import INTERNAL_DIR
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255  # bytes, Linux's limit for one path component
-# s3mpfs's own keys (upload markers) live below this name at the bucket's root.
-INTERNAL_DIR = ".s3mpfs"
 
 
 @dataclass(frozen=True)

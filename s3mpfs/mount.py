@@ -217,7 +217,7 @@ def run(cfg: MountConfig) -> int:
                 hint = (f" (to list a mount's uploads: s3mpfs --status MOUNTPOINT; "
                         f"{cfg.mountpoint} is not an s3mpfs mount)")
             raise MountError(f"cannot use bucket {cfg.s3.bucket!r}{where}: {exc}{hint}") from exc
-        orphans.warn_at_mount(store.client, cfg.s3)  # one WARNING if a crash left uploads
+        trio.run(orphans.warn_at_mount, store, cfg.s3)  # one WARNING if a crash left uploads
         fs = Filesystem(store, cfg.fs)
         try:
             ops = Operations(fs)

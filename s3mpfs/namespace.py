@@ -37,8 +37,9 @@ import trio
 
 from s3mpfs.errors import FsError, NotFound
 from s3mpfs.inodes import Inode, InodeTable, Kind, join
-from s3mpfs.listing import INTERNAL_DIR, DirEntry, list_dir, valid_name
+from s3mpfs.listing import DirEntry, list_dir, valid_name
 from s3mpfs.store.base import ObjectInfo, ObjectStore
+from s3mpfs.store.markers import INTERNAL_DIR
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from s3mpfs import objectopts
 from s3mpfs.config import MAX_PART_SIZE
 from s3mpfs.errors import StoreError
 from s3mpfs.store.base import ObjectStore
@@ -31,8 +30,8 @@ async def copy_object(store: ObjectStore, src: str, dst: str, *, size: int, etag
             parts.append((number, await store.upload_part_copy(
                 dst, upload_id, number, src, start, end, src_etag=etag)))
         # --no-clobber: a copy onto itself (a metadata change) replaces exactly its source
-        with objectopts.replacing(etag if src == dst else None):
-            return await store.complete_upload(dst, upload_id, parts)
+        return await store.complete_upload(dst, upload_id, parts,
+                                           replacing=etag if src == dst else None)
     except StoreError:
         await store.abort_upload(dst, upload_id)
         raise

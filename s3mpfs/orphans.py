@@ -1,23 +1,18 @@
-"""Orphaned multipart uploads: mark the ones s3mpfs starts, find and abort those left behind.
+"""`s3mpfs uploads BUCKET[:PREFIX]`: find and abort the multipart uploads s3mpfs left behind,
+and the one WARNING at mount time when there are some.
 
 A multipart upload that is never completed nor aborted (the daemon was killed with -9, the
 machine lost power, an abort failed) stays in the bucket, invisible to listings and billed for
-its parts, until someone aborts it. ListMultipartUploads returns no metadata, so an upload
-cannot say who started it; s3mpfs therefore writes a tiny *marker object* per upload:
+its parts, until someone aborts it. The store marks each upload s3mpfs starts with a marker
+object under `.s3mpfs/uploads/` (store/markers.py: the format, and when markers are written and
+deleted).
 
-    .s3mpfs/uploads/<sha256(upload id)[:32]>     (at the bucket root, whatever the prefix)
-    {"key": ..., "upload_id": ..., "started": "2024-05-01T12:00:00Z", "host": ..., "pid": ...}
-
-written right after CreateMultipartUpload (`register`) and deleted right after the upload is
-completed or aborted (`unregister`). Both are best effort: one request each, a failure is
-logged and never fails the user's write. An upload whose abort failed keeps its marker, so it
-can be found. The mount hides `.s3mpfs/` from the listing of the bucket root (listing.py).
-
-`s3mpfs uploads BUCKET[:PREFIX]` (`main`) lists the multipart uploads, matches them with the
-markers, and with --abort aborts the ones s3mpfs started (with --all also the others). It also
-deletes stale markers, whose upload no longer exists. At mount time `warn_at_mount` counts the
-marked uploads under the mount's prefix (one ListMultipartUploads page, plus one page of
-markers only when there are uploads) and logs one WARNING with the command to clean them.
+The command (`main`) lists the multipart uploads, matches them with the markers, and with
+--abort aborts the ones s3mpfs started (with --all also the others). It also deletes stale
+markers, whose upload no longer exists. At mount time `warn_at_mount` counts the marked uploads
+under the mount's prefix (one ListMultipartUploads page, plus one page of markers only when
+there are uploads) and logs one WARNING with the command to clean them. Both work on any
+ObjectStore.
 
 Which word means what: `s3mpfs uploads X ...` is this command when X is a valid
 BUCKET[:PREFIX] and no file or directory X exists; otherwise it is the mount of a bucket named
@@ -28,122 +23,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import hashlib
-import json
 import logging
 import os
 import re
-import socket
 import sys
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
 from s3mpfs.config import ConfigError, S3Config, parse_bucket
-from s3mpfs.errors import AccessDenied, NotFound, StoreError
+from s3mpfs.errors import NotFound, StoreError
 from s3mpfs.store.base import ObjectInfo, ObjectStore, UploadInfo
+from s3mpfs.store.markers import (
+    MARKER_MAX,
+    MARKER_PREFIX,
+    Marker,
+    is_marker_key,
+    marker_key,
+    parse_marker,
+    remove,
+    running_here,
+)
 
 log = logging.getLogger(__name__)
 
-MARKER_DIR = ".s3mpfs"
-MARKER_PREFIX = f"{MARKER_DIR}/uploads/"
-_MARKER_NAME = re.compile(r"^[0-9a-f]{32}$")
-MARKER_MAX = 64 * 1024  # bytes of a marker read back; ours are ~200
 # Markers read or uploads aborted at once by the command.
 PARALLEL = 8
-
-# Stores on which writing a marker was refused (AccessDenied): later uploads skip the marker
-# instead of paying a refused request each time. Weak: a store's lifetime is the mount's.
-_denied: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def marker_key(upload_id: str) -> str:
-    """The marker object of one multipart upload (derivable from the upload id alone, so
-    unregister needs nothing else)."""
-    return MARKER_PREFIX + hashlib.sha256(upload_id.encode("utf-8")).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Marker:
-    key: str
-    upload_id: str
-    started: float  # seconds since the epoch
-    host: str
-    pid: int
-
-
-def marker_body(key: str, upload_id: str, *, now: float | None = None,
-                host: str | None = None, pid: int | None = None) -> bytes:
-    started = datetime.datetime.fromtimestamp(time.time() if now is None else now,
-                                              datetime.UTC)
-    return json.dumps({
-        "key": key,
-        "upload_id": upload_id,
-        "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "host": socket.gethostname() if host is None else host,
-        "pid": os.getpid() if pid is None else pid,
-    }, sort_keys=True).encode("utf-8")
-
-
-def parse_marker(data: bytes) -> Marker | None:
-    """A marker's body, or None if it is not one of ours (or damaged)."""
-    try:
-        doc = json.loads(data.decode("utf-8"))
-        started = datetime.datetime.strptime(str(doc["started"]), "%Y-%m-%dT%H:%M:%SZ")
-        return Marker(str(doc["key"]), str(doc["upload_id"]),
-                      started.replace(tzinfo=datetime.UTC).timestamp(),
-                      str(doc["host"]), int(doc["pid"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-async def register(store: ObjectStore, key: str, upload_id: str) -> None:
-    """Mark a multipart upload as started by s3mpfs (one PutObject). Never raises."""
-    if store in _denied:
-        return
-    try:
-        await store.put(marker_key(upload_id), marker_body(key, upload_id), metadata={})
-    except AccessDenied as exc:
-        _denied.add(store)
-        log.warning("%s: cannot write upload markers under %s (%s); from now on this mount "
-                    "does not mark its multipart uploads, so uploads it leaves behind after a "
-                    "crash are listed as other tools' (s3mpfs uploads BUCKET --all)",
-                    key, MARKER_PREFIX, exc)
-    except Exception as exc:  # best effort: never fail the user's write over a marker
-        log.warning("%s: could not write the marker of multipart upload %s (%s); if this "
-                    "upload is left behind, s3mpfs uploads lists it only with --all",
-                    key, upload_id, exc)
-
-
-async def unregister(store: ObjectStore, upload_id: str) -> None:
-    """Forget the marker of a completed or aborted upload (one DeleteObject). Never raises."""
-    if store in _denied:
-        return
-    try:
-        await store.delete(marker_key(upload_id))
-    except Exception as exc:  # a stale marker is harmless: `s3mpfs uploads` removes it
-        log.warning("could not delete the marker %s of multipart upload %s (%s); "
-                    "`s3mpfs uploads BUCKET` removes stale markers",
-                    marker_key(upload_id), upload_id, exc)
+# The mount-time count looks at one page of uploads (and of markers): S3's largest.
+MOUNT_PAGE = 1000
 
 
 # -- finding uploads -----------------------------------------------------------------------
-
-
-def running_here(marker: Marker) -> bool:
-    """Is the s3mpfs process that wrote this marker still running on this host?"""
-    if marker.host != socket.gethostname() or marker.pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{marker.pid}/cmdline", "rb") as f:
-            return b"s3mpfs" in f.read()
-    except OSError:
-        return False
 
 
 @dataclass
@@ -211,8 +123,7 @@ async def scan(store: ObjectStore, prefix: str = "", *,
     Markers are listed *before* uploads: a marker is written after its upload is created, so
     every marker seen first belongs to an upload that the later listing shows unless it has
     ended since. The other order could take a brand-new upload's marker for a stale one."""
-    markers = {o.key for o in await _list_all(store, MARKER_PREFIX)
-               if _MARKER_NAME.match(o.key[len(MARKER_PREFIX):])}
+    markers = {o.key for o in await _list_all(store, MARKER_PREFIX) if is_marker_key(o.key)}
     uploads: list[UploadInfo] = await store.list_uploads("")  # whole bucket: for staleness
     live = {marker_key(u.upload_id) for u in uploads}
     entries = [Entry(u.key, u.upload_id, u.initiated, marker_key(u.upload_id) in markers)
@@ -255,7 +166,7 @@ async def abort(store: ObjectStore, entry: Entry) -> str:
     except StoreError as exc:
         return f"abort failed: {exc}"
     if entry.marked:
-        await unregister(store, entry.upload_id)
+        await remove(store, entry.upload_id)
     return result
 
 
@@ -317,10 +228,10 @@ def wants_uploads(argv: Sequence[str]) -> bool:
 USAGE = ("s3mpfs uploads BUCKET[:PREFIX] [--abort] [--older-than AGE] [--all] "
          "[--endpoint-url URL] [--region R] [--profile P]")
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 List the unfinished multipart uploads in a bucket that s3mpfs started (a daemon killed with
 -9, a crash, an abort that failed: such uploads are billed until aborted), one line each:
-KEY, UPLOAD ID, AGE, OWNER (tab-separated). --abort aborts them. Markers under .s3mpfs/uploads/
+KEY, UPLOAD ID, AGE, OWNER (tab-separated). --abort aborts them. Markers under {MARKER_PREFIX}
 whose upload no longer exists are deleted. Uploads of a still running s3mpfs on this host are
 listed but never aborted.
 
@@ -427,7 +338,9 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="s3mpfs: %(message)s")
-    from s3mpfs.store.boto import BotoStore  # boto3 only when needed
+    # Imported here for speed, not for an import cycle: cli.py imports this module for
+    # wants_uploads() on every command line, and boto3 takes a while to import.
+    from s3mpfs.store.boto import BotoStore
 
     cfg = S3Config(bucket, prefix, args.endpoint_url, args.region, args.profile)
     store = BotoStore(cfg, threads=PARALLEL)
@@ -460,26 +373,26 @@ def command_for(cfg: S3Config) -> str:
     return " ".join(words)
 
 
-def count_marked(client: Any, cfg: S3Config) -> tuple[int, bool]:
+async def count_marked(store: ObjectStore, prefix: str) -> tuple[int, bool]:
     """(uploads under the prefix that carry a marker, whether there may be more), from one
-    ListMultipartUploads page and, only if it has uploads, one page of markers."""
-    r = client.list_multipart_uploads(Bucket=cfg.bucket, Prefix=cfg.prefix, MaxUploads=1000)
-    uploads = r.get("Uploads", [])
+    ListMultipartUploads page and, only if it has uploads, one page of markers. "More" errs on
+    the safe side: a page of exactly MOUNT_PAGE uploads counts as possibly incomplete."""
+    uploads = await store.list_uploads(prefix, max_uploads=MOUNT_PAGE)
     if not uploads:
         return 0, False
-    m = client.list_objects_v2(Bucket=cfg.bucket, Prefix=MARKER_PREFIX, MaxKeys=1000)
-    markers = {o["Key"] for o in m.get("Contents", [])}
-    count = sum(1 for u in uploads if marker_key(u["UploadId"]) in markers)
-    return count, bool(r.get("IsTruncated")) or bool(m.get("IsTruncated"))
+    page = await store.list_page(MARKER_PREFIX, delimiter=None, max_keys=MOUNT_PAGE)
+    markers = {o.key for o in page.objects}
+    count = sum(1 for u in uploads if marker_key(u.upload_id) in markers)
+    return count, len(uploads) >= MOUNT_PAGE or page.next_token is not None
 
 
-def warn_at_mount(client: Any, cfg: S3Config) -> int:
+async def warn_at_mount(store: ObjectStore, cfg: S3Config) -> int:
     """Log one WARNING if uploads s3mpfs started under the mount's prefix are unfinished
     (left by a crash, or being written by another mount right now). Never raises; returns
     the count."""
     try:
-        count, more = count_marked(client, cfg)
-    except Exception as exc:  # a report, not a check: never stop or slow the mount over it
+        count, more = await count_marked(store, cfg.prefix)
+    except Exception as exc:  # a report, not a check: never stop the mount over it
         log.debug("cannot look for orphaned multipart uploads: %s", exc)
         return 0
     if count:
@@ -492,5 +405,5 @@ def warn_at_mount(client: Any, cfg: S3Config) -> int:
     return count
 
 
-__all__ = ["MARKER_PREFIX", "Entry", "Marker", "Scan", "main", "marker_key", "register",
-           "scan", "unregister", "wants_uploads", "warn_at_mount"]
+__all__ = ["Entry", "Report", "Scan", "abort", "count_marked", "main", "run", "scan",
+           "wants_uploads", "warn_at_mount"]

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from s3mpfs import checksums, objectopts, orphans
+from s3mpfs import checksums
 from s3mpfs.checksums import Checksum
 from s3mpfs.config import MIN_PART_SIZE, MiB, UploadConfig
 from s3mpfs.errors import FsError, StoreError, errno_for
@@ -373,11 +373,11 @@ class Upload:
 
     async def _open_upload(self) -> _Multipart:
         meta = dict(self.metadata())
+        # mark: the store marks the upload as s3mpfs's until it ends (store/markers.py)
         upload_id = await self.store.create_upload(
             self.key, metadata=meta,
-            checksum_algorithm=checksums.upload_algorithm(self.cfg.checksum))
+            checksum_algorithm=checksums.upload_algorithm(self.cfg.checksum), mark=True)
         mp = self._mp = _Multipart(upload_id)
-        await orphans.register(self.store, self.key, upload_id)  # best effort
         self.metadata_sent = meta
         # Continue after an earlier commit: its full parts become our first parts, copied
         # server side and pinned to the committed ETag so a replaced object is never spliced.
@@ -448,8 +448,7 @@ class Upload:
         t0 = time.monotonic()
         try:
             # --no-clobber: a re-commit may replace only our own earlier commit (If-Match)
-            with objectopts.replacing(self.etag if self.committed_here else None):
-                etag, parts = await self._commit()
+            etag, parts = await self._commit(self.etag if self.committed_here else None)
             self.etag = etag
         except (StoreError, FsError) as exc:
             await self._fail(exc)
@@ -464,12 +463,13 @@ class Upload:
                  total, secs, self.size / total / 1e6)
         return self.etag
 
-    async def _commit(self) -> tuple[str, int]:
+    async def _commit(self, replacing: str | None) -> tuple[str, int]:
         tail = self._fill.body()
         if self._mp is None and self._base_len == 0:
             meta = dict(self.metadata())
             etag = await self.store.put(self.key, tail, metadata=meta,
-                                        checksum=await self._checksum(tail))
+                                        checksum=await self._checksum(tail),
+                                        replacing=replacing)
             self.metadata_sent = meta
             return etag, 0
         mp = self._mp or await self._open_upload()
@@ -491,12 +491,12 @@ class Upload:
         if len(crcs) == len(parts):
             full = checksums.combine([crcs[n] for n, _ in parts])
         etag = await self.store.complete_upload(self.key, upload_id, parts,
-                                                part_checksums=crcs, checksum=full)
+                                                part_checksums=crcs, checksum=full,
+                                                replacing=replacing)
         # Ready to continue: full parts are in the committed object, the tail is in memory.
         self._base_len = self._fill.start
         self._mp = None
         self._release_part1()
-        await orphans.unregister(self.store, upload_id)  # best effort, after the state is set
         return etag, len(parts)
 
     async def rename(self, new_key: str, move: Mover) -> None:
@@ -523,8 +523,7 @@ class Upload:
             return
         upload_id, self._mp = self._mp.upload_id, None
         try:
-            await self.store.abort_upload(self.key, upload_id)
-            await orphans.unregister(self.store, upload_id)  # best effort
+            await self.store.abort_upload(self.key, upload_id)  # and its marker
             log.warning("%s: multipart upload %s aborted", self.key, upload_id)
         except StoreError as exc:
             log.error("%s: could not abort multipart upload %s (%s); find it with "

@@ -8,6 +8,11 @@ Every method raises errors.StoreError subclasses only; keys are full S3 keys (pr
 Ranges are half-open [start, end). Checksums (checksums.Checksum) are verified by the store:
 a mismatch raises StoreError (S3: BadDigest / InvalidRequest). Every store counts its calls
 per operation in `counts` (S3 bills per request, so tests and the debug log look at these).
+
+Beside the protocol, the store side holds what only stores use: objectargs.py (the per-request
+parameters of the object options, and --no-clobber's conditions: the store applies
+If-None-Match: * itself, callers pass only `replacing=ETAG`, the one object a write may
+replace) and markers.py (the upload markers a store writes for `create_upload(mark=True)`).
 """
 
 from __future__ import annotations
@@ -94,7 +99,10 @@ class ObjectStore(Protocol):
         ...
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None) -> str: ...
+                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
+        """With --no-clobber the write carries If-None-Match: * (raising ObjectExists if an
+        object is there), or with `replacing`, If-Match: that ETag (objectargs.py)."""
+        ...
 
     async def copy(
         self, src_key: str, dst_key: str, *, metadata: Mapping[str, str] | None = None,
@@ -104,7 +112,10 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None) -> str: ...
+                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
+        """mark: also write the upload's marker (best effort, markers.py), which this store
+        deletes once it completes or aborts the upload."""
+        ...
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
                           checksum: Checksum | None = None) -> str: ...
@@ -117,12 +128,18 @@ class ObjectStore(Protocol):
     async def complete_upload(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
-        checksum: Checksum | None = None,
-    ) -> str: ...
+        checksum: Checksum | None = None, replacing: str | None = None,
+    ) -> str:
+        """--no-clobber's condition as put()'s."""
+        ...
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Idempotent: aborting an upload that is already gone succeeds."""
 
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]: ...
 
-    async def list_uploads(self, prefix: str = "") -> list[UploadInfo]: ...
+    async def list_uploads(self, prefix: str = "", *,
+                           max_uploads: int | None = None) -> list[UploadInfo]:
+        """Multipart uploads in progress under prefix: all of them, or with max_uploads only
+        one ListMultipartUploads page of at most that many (S3 caps a page at 1000)."""
+        ...

@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import boto3
@@ -34,7 +34,7 @@ import botocore.exceptions
 import botocore.utils
 import trio
 
-from s3mpfs import objectopts, requestlog
+from s3mpfs import requestlog
 from s3mpfs.checksums import Checksum
 from s3mpfs.config import ObjectOptions, S3Config
 from s3mpfs.errors import (
@@ -58,6 +58,8 @@ from s3mpfs.store.base import (
     UploadInfo,
     fill,
 )
+from s3mpfs.store.markers import Markers
+from s3mpfs.store.objectargs import ObjectArgs, Source, no_clobber_errors, warn_refused
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -288,8 +290,9 @@ class BotoStore:
     def __init__(self, cfg: S3Config, *, threads: int = 32, attempts: int = ATTEMPTS,
                  options: ObjectOptions | None = None) -> None:
         self.bucket = cfg.bucket
-        # Storage class, encryption, no-clobber, content type, tags, ACL: objectopts.py.
-        self.options = objectopts.ObjectArgs(options)
+        # Storage class, encryption, no-clobber, content type, tags, ACL: objectargs.py.
+        self.options = ObjectArgs(options)
+        self.markers = Markers()  # of the uploads created with mark=True
         self.client = make_client(cfg, max_connections=threads)
         self.limiter = trio.CapacityLimiter(threads)
         self.counts: Counter[str] = Counter()
@@ -341,7 +344,7 @@ class BotoStore:
                                    lambda sse: self.client.head_object(
                                        Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **sse))
         metadata = dict(r.get("Metadata", {}))
-        self.options.known.learn(key, objectopts.Source(
+        self.options.known.learn(key, Source(
             r["ETag"], r.get("StorageClass") or "STANDARD", r.get("ContentType"), metadata))
         return ObjectInfo(key, r["ContentLength"], r["ETag"], _mtime(r.get("LastModified")),
                           metadata, _stored_checksum(r))
@@ -424,10 +427,10 @@ class BotoStore:
         return info.etag if info.etag.strip('"') == etag.strip('"') else None
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None) -> str:
-        extra = {**self.options.new_object(key), **self.options.condition(key)}
+                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
+        extra = {**self.options.new_object(key), **self.options.condition(key, replacing)}
         try:
-            with objectopts.no_clobber_errors("PutObject", key, extra):
+            with no_clobber_errors("PutObject", key, extra):
                 r = await self._call("PutObject", key, lambda: self.client.put_object(
                     Bucket=self.bucket, Key=key, Body=data, Metadata=dict(metadata),
                     **_checksum_args(checksum), **extra))
@@ -437,7 +440,7 @@ class BotoStore:
             if self.options.etag_is_md5:
                 ours = await self._ours(key, hashlib.md5(data).hexdigest())
             if ours is None:
-                objectopts.warn_refused(exc)
+                warn_refused(exc)
                 raise
             log.warning("%s: already stored (a lost answer, retried)", key)
             etag = ours
@@ -445,7 +448,7 @@ class BotoStore:
         return etag
 
     async def _source(self, key: str, etag: str | None,
-                      needs: frozenset[str]) -> objectopts.Source | None:
+                      needs: frozenset[str]) -> Source | None:
         """What a copy must keep of its source: known, or one HeadObject."""
         if not needs:
             return None
@@ -469,12 +472,12 @@ class BotoStore:
             kw["CopySourceIfMatch"] = src_etag
         what = f"{src_key} -> {dst_key}"
         try:
-            with objectopts.no_clobber_errors("CopyObject", dst_key, extra):
+            with no_clobber_errors("CopyObject", dst_key, extra):
                 r = await self._sse_c_call(
                     "CopyObject", what, self.options.copy_source_sse_c(src_key),
                     lambda sse: self.client.copy_object(**kw, **sse))
         except ObjectExists as exc:
-            objectopts.warn_refused(exc)
+            warn_refused(exc)
             raise
         etag = _quoted(r["CopyObjectResult"].get("ETag"))
         self.options.learn_copied(dst_key, etag, extra, source)
@@ -486,7 +489,7 @@ class BotoStore:
                          lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
         extra = self.options.new_object(key)
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": dict(metadata),
                               **extra}
@@ -496,8 +499,11 @@ class BotoStore:
                 kw["ChecksumType"] = "FULL_OBJECT"  # CRC64NVME uploads are full-object only
         r = await self._call("CreateMultipartUpload", key,
                              lambda: self.client.create_multipart_upload(**kw))
-        self.options.started(str(r["UploadId"]), extra, metadata)
-        return str(r["UploadId"])
+        upload_id = str(r["UploadId"])
+        self.options.started(upload_id, extra, metadata)
+        if mark:
+            await self.markers.register(self, key, upload_id)
+        return upload_id
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
                           checksum: Checksum | None = None) -> str:
@@ -526,7 +532,7 @@ class BotoStore:
     async def complete_upload(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
-        checksum: Checksum | None = None,
+        checksum: Checksum | None = None, replacing: str | None = None,
     ) -> str:
         sums = part_checksums or {}
         body = {"Parts": [{"PartNumber": n, "ETag": e,
@@ -537,10 +543,10 @@ class BotoStore:
         if checksum is not None and checksum.algorithm == "CRC64NVME":
             kw["ChecksumType"] = "FULL_OBJECT"
         # SSE-C: S3 needs the key on Complete when the upload carries checksums.
-        condition = self.options.condition(key)
+        condition = self.options.condition(key, replacing)
         kw.update(self.options.sse_c(key), **condition)
         try:
-            with objectopts.no_clobber_errors("CompleteMultipartUpload", key, condition):
+            with no_clobber_errors("CompleteMultipartUpload", key, condition):
                 r = await self._call("CompleteMultipartUpload", key,
                                      lambda: self.client.complete_multipart_upload(**kw))
             etag = _quoted(r.get("ETag"))
@@ -554,12 +560,13 @@ class BotoStore:
             ours = await self._ours(key, multipart_etag([e for _, e in parts]))
             if ours is None:
                 if isinstance(exc, ObjectExists):
-                    objectopts.warn_refused(exc)
+                    warn_refused(exc)
                 raise
             log.warning("%s: upload %s was already complete (a lost answer, retried)", key,
                         upload_id)
             etag = ours
         self.options.completed(key, upload_id, etag)
+        await self.markers.unregister(self, upload_id)  # best effort
         return etag
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
@@ -569,6 +576,7 @@ class BotoStore:
             await self._call("AbortMultipartUpload", key,
                              lambda: self.client.abort_multipart_upload(
                                  Bucket=self.bucket, Key=key, UploadId=upload_id))
+        await self.markers.unregister(self, upload_id)  # not reached if the abort failed
 
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         def run() -> list[PartInfo]:
@@ -581,11 +589,17 @@ class BotoStore:
 
         return await self._call("ListParts", key, run)
 
-    async def list_uploads(self, prefix: str = "") -> list[UploadInfo]:
+    async def list_uploads(self, prefix: str = "", *,
+                           max_uploads: int | None = None) -> list[UploadInfo]:
         def run() -> list[UploadInfo]:
+            if max_uploads is not None:
+                pages: Iterable[Mapping[str, Any]] = [self.client.list_multipart_uploads(
+                    Bucket=self.bucket, Prefix=prefix, MaxUploads=max_uploads)]
+            else:
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix)
             out: list[UploadInfo] = []
-            pager = self.client.get_paginator("list_multipart_uploads")
-            for page in pager.paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in pages:
                 out += [UploadInfo(u["Key"], u["UploadId"], _mtime(u.get("Initiated")))
                         for u in page.get("Uploads", [])]
             return out

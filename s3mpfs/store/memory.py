@@ -5,12 +5,13 @@ moto as well: non-last parts must be >= 5 MiB (EntityTooSmall), parts listed in 
 re-uploading a part number replaces it, no object until Complete, abort forgets the parts,
 If-Match on reads and copies, multipart ETags of the form md5(md5s)-N.
 
-Object options (objectopts.py) go through the same ObjectArgs as in BotoStore: every request's
+Object options (objectargs.py) go through the same ObjectArgs as in BotoStore: every request's
 extra parameters are recorded in `sent` (what BotoStore would send), objects keep theirs in
 `props`, and the rules S3 applies to them hold here too: If-None-Match: * / If-Match on writes
 (412), reads and copies of an archived object (GLACIER, DEEP_ARCHIVE) refused until restored,
 an SSE-C object read only with its key (a plain object read with one is served, as BotoStore's
 retry without the key does), every part and the Complete of an SSE-C upload carrying the key.
+Upload markers (markers.py) are written and deleted with the same requests as BotoStore's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 
 import trio
 
-from s3mpfs import objectopts
 from s3mpfs.checksums import Checksum, compute
 from s3mpfs.config import ARCHIVE_CLASSES, MIN_PART_SIZE, ObjectOptions
 from s3mpfs.errors import (
@@ -48,6 +48,8 @@ from s3mpfs.store.base import (
     UploadInfo,
     fill,
 )
+from s3mpfs.store.markers import Markers
+from s3mpfs.store.objectargs import ObjectArgs, Source, no_clobber_errors, warn_refused
 
 
 @dataclass
@@ -58,7 +60,7 @@ class _Object:
     metadata: dict[str, str]
     checksum: Checksum | None = None
     # StorageClass, ServerSideEncryption, SSECustomerKey, ContentType, Tagging, ACL as given
-    # (objectopts.py); "Restored": True makes an archived object readable.
+    # (objectargs.py); "Restored": True makes an archived object readable.
     props: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,8 +110,9 @@ class MemoryStore:
         self.counts: Counter[str] = Counter()
         self.min_part_size = min_part_size
         self._ids = itertools.count(1)
-        self.options = objectopts.ObjectArgs(options)
-        # (operation, key, the extra parameters objectopts gave it): what BotoStore would send.
+        self.options = ObjectArgs(options)
+        self.markers = Markers()  # of the uploads created with mark=True
+        # (operation, key, the extra parameters objectargs gave it): what BotoStore would send.
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
 
     def _send(self, op: str, key: str, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,7 +138,7 @@ class MemoryStore:
 
     def _check_condition(self, op: str, key: str, extra: Mapping[str, Any]) -> None:
         existing = self.objects.get(key)
-        with objectopts.no_clobber_errors(op, key, extra):
+        with no_clobber_errors(op, key, extra):
             if extra.get("IfNoneMatch") == "*" and existing is not None:
                 raise PreconditionFailed(f"{key} exists", code="PreconditionFailed", status=412)
             if_match = extra.get("IfMatch")
@@ -238,16 +241,16 @@ class MemoryStore:
             pos += size
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None) -> str:
+                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
         await self._op("PutObject")
         extra = self._send("PutObject", key, {**self.options.new_object(key),
-                                              **self.options.condition(key)})
+                                              **self.options.condition(key, replacing)})
         body = bytes(data)
         stored = _verify(checksum, body)
         try:
             self._check_condition("PutObject", key, extra)
         except ObjectExists as exc:
-            objectopts.warn_refused(exc)
+            warn_refused(exc)
             raise
         etag = _md5_etag(body)
         self.objects[key] = _Object(body, etag, time.time(), _meta(metadata),
@@ -261,8 +264,8 @@ class MemoryStore:
     ) -> str:
         await self._op("CopyObject")
         src = self._get(src_key, src_etag)
-        source = objectopts.Source(src.etag, src.props.get("StorageClass", "STANDARD"),
-                                   src.props.get("ContentType"), dict(src.metadata))
+        source = Source(src.etag, src.props.get("StorageClass", "STANDARD"),
+                       src.props.get("ContentType"), dict(src.metadata))
         extra = self._send("CopyObject", dst_key,
                            self.options.copy(src_key, dst_key, metadata, source))
         self._readable(src_key, src, extra, "CopySource")
@@ -272,7 +275,7 @@ class MemoryStore:
         try:
             self._check_condition("CopyObject", dst_key, extra)
         except ObjectExists as exc:
-            objectopts.warn_refused(exc)
+            warn_refused(exc)
             raise
         replaced = extra.get("MetadataDirective") == "REPLACE"
         meta = _meta(extra["Metadata"]) if replaced else dict(src.metadata)
@@ -290,12 +293,14 @@ class MemoryStore:
         self.objects.pop(key, None)
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
         await self._op("CreateMultipartUpload")
         extra = self._send("CreateMultipartUpload", key, self.options.new_object(key))
         upload_id = f"mem-upload-{next(self._ids)}"
         self.uploads[upload_id] = _Upload(key, _meta(metadata), time.time(),
                                           algorithm=checksum_algorithm, props=extra)
+        if mark:
+            await self.markers.register(self, key, upload_id)
         return upload_id
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
@@ -332,11 +337,11 @@ class MemoryStore:
     async def complete_upload(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
-        checksum: Checksum | None = None,
+        checksum: Checksum | None = None, replacing: str | None = None,
     ) -> str:
         await self._op("CompleteMultipartUpload")
-        extra = self._send("CompleteMultipartUpload", key, {**self.options.sse_c(key),
-                                                            **self.options.condition(key)})
+        extra = self._send("CompleteMultipartUpload", key,
+                           {**self.options.sse_c(key), **self.options.condition(key, replacing)})
         up = self._upload(key, upload_id)
         self._part_key(key, up, extra)
         if not parts:
@@ -363,25 +368,29 @@ class MemoryStore:
         try:
             self._check_condition("CompleteMultipartUpload", key, extra)
         except ObjectExists as exc:
-            objectopts.warn_refused(exc)
+            warn_refused(exc)
             raise
         self.objects[key] = _Object(data, etag, time.time(), up.metadata, full, up.props)
         del self.uploads[upload_id]
+        await self.markers.unregister(self, upload_id)  # best effort
         return etag
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self._op("AbortMultipartUpload")
         self.uploads.pop(upload_id, None)  # aborting a gone upload succeeds, as in BotoStore
+        await self.markers.unregister(self, upload_id)
 
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
         await self._op("ListParts")
         up = self._upload(key, upload_id)
         return [PartInfo(n, len(b), e) for n, (b, e) in sorted(up.parts.items())]
 
-    async def list_uploads(self, prefix: str = "") -> list[UploadInfo]:
+    async def list_uploads(self, prefix: str = "", *,
+                           max_uploads: int | None = None) -> list[UploadInfo]:
         await self._op("ListMultipartUploads")
-        return sorted(
+        uploads = sorted(
             (UploadInfo(u.key, uid, u.initiated) for uid, u in self.uploads.items()
              if u.key.startswith(prefix)),
             key=lambda u: (u.key, u.initiated),
         )
+        return uploads if max_uploads is None else uploads[:min(max_uploads, 1000)]

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from s3mpfs.orphans import MARKER_PREFIX, marker_key
 from s3mpfs.status import find_mount
+from s3mpfs.store.markers import MARKER_PREFIX, marker_key
 from tests.helpers.s3proxy import S3Proxy
 from tests.helpers.servers import CREDENTIALS, MotoServer, Mount, wait_for
 

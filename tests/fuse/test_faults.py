@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from s3mpfs.orphans import MARKER_PREFIX, marker_key
+from s3mpfs.store.markers import MARKER_PREFIX, marker_key
 from tests.fuse.conftest import SUMMARY_LINES, needs_proxy
 from tests.helpers.s3proxy import S3Proxy
 from tests.helpers.servers import CREDENTIALS, Buckets, MotoServer, Mount, fuse_unavailable
@@ -135,7 +135,7 @@ def uploads_of(s3: Any, bucket: str, key: str) -> list[str]:
 
 
 def markers_of(s3: Any, bucket: str, key: str) -> list[str]:
-    """Marker objects (orphans.py) that name `key`."""
+    """Marker objects (store/markers.py) that name `key`."""
     found = []
     for obj in s3.list_objects_v2(Bucket=bucket, Prefix=MARKER_PREFIX).get("Contents", []):
         body = object_or_none(s3, bucket, obj["Key"])

@@ -9,6 +9,8 @@
 
 Operations are named by their method name. A call is recorded (and counted for `nth`) when it
 starts; it then waits on the operation's gate, if any, and then fails or reaches the inner store.
+Upload markers are the inner store's own requests (create_upload(mark=True), store/markers.py):
+they pass no gate or fault here and show only in `counts`.
 """
 
 from __future__ import annotations
@@ -122,9 +124,10 @@ class FaultyStore:
                                     buffers=buffers)
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None) -> str:
+                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
         await self._enter("put")
-        return await self.inner.put(key, data, metadata=metadata, checksum=checksum)
+        return await self.inner.put(key, data, metadata=metadata, checksum=checksum,
+                                    replacing=replacing)
 
     async def copy(
         self,
@@ -142,10 +145,10 @@ class FaultyStore:
         await self.inner.delete(key)
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
         await self._enter("create_upload")
         return await self.inner.create_upload(key, metadata=metadata,
-                                              checksum_algorithm=checksum_algorithm)
+                                              checksum_algorithm=checksum_algorithm, mark=mark)
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
                           checksum: Checksum | None = None) -> str:
@@ -171,12 +174,12 @@ class FaultyStore:
     async def complete_upload(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
-        checksum: Checksum | None = None,
+        checksum: Checksum | None = None, replacing: str | None = None,
     ) -> str:
         await self._enter("complete_upload")
         return await self.inner.complete_upload(key, upload_id, parts,
                                                 part_checksums=part_checksums,
-                                                checksum=checksum)
+                                                checksum=checksum, replacing=replacing)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self._enter("abort_upload")
@@ -186,9 +189,10 @@ class FaultyStore:
         await self._enter("list_parts")
         return await self.inner.list_parts(key, upload_id)
 
-    async def list_uploads(self, prefix: str = "") -> list[UploadInfo]:
+    async def list_uploads(self, prefix: str = "", *,
+                           max_uploads: int | None = None) -> list[UploadInfo]:
         await self._enter("list_uploads")
-        return await self.inner.list_uploads(prefix)
+        return await self.inner.list_uploads(prefix, max_uploads=max_uploads)
 
 
 if TYPE_CHECKING:

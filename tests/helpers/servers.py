@@ -51,6 +51,8 @@ CAPABILITIES = {
     "sse": "accepts server-side encryption (SSE-S3 AES256, SSE-KMS aws:kms)",
     "sse_c": "accepts SSE-C keys (customer-provided) on this endpoint",
     "multipart_tagging": "keeps the x-amz-tagging of CreateMultipartUpload on the object",
+    "max_uploads": "honours max-uploads on ListMultipartUploads (a page of at most that many "
+                   "uploads, in key order)",
 }
 
 # What each kind of server lacks (measured: moto 5.2, Ceph 16.2; see
@@ -58,7 +60,8 @@ CAPABILITIES = {
 LACKS: dict[str, frozenset[str]] = {
     # moto checks only x-amz-copy-source-if-none-match, and If-None-Match but not If-Match on
     # CompleteMultipartUpload.
-    "moto": frozenset({"copy_source_if_match", "part_copy_if_match", "conditional_complete"}),
+    "moto": frozenset({"copy_source_if_match", "part_copy_if_match", "conditional_complete",
+                       "max_uploads"}),
     "ceph": frozenset({"stored_checksums", "conditional_complete", "complete_if_none_match",
                        "trailing_checksums", "part_copy_if_match", "part_number_reads",
                        "any_credentials", "put_if_match", "storage_classes", "sse", "sse_c",
@@ -82,6 +85,7 @@ NOTES = {
     ("ceph", "multipart_tagging"): "Ceph 16 drops it: the object has no tags",
     ("moto", "copy_source_if_match"): "moto 5.2 checks only x-amz-copy-source-if-none-match",
     ("moto", "part_copy_if_match"): "moto 5.2 checks only x-amz-copy-source-if-none-match",
+    ("moto", "max_uploads"): "moto 5.2 ignores max-uploads and lists uploads in creation order",
 }
 KIND_NAMES = {"moto": "moto", "ceph": "Ceph RADOS Gateway", "aws": "AWS S3", "s3": "S3 server"}
 

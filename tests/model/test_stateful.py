@@ -32,7 +32,7 @@ from s3mpfs.errors import FsError, StoreError, errno_for
 from s3mpfs.fs import Filesystem, FsOptions, SetAttr
 from s3mpfs.handles import FileHandleT
 from s3mpfs.inodes import ROOT_INODE, Inode
-from s3mpfs.orphans import MARKER_PREFIX, marker_key
+from s3mpfs.store.markers import MARKER_PREFIX, marker_key
 from s3mpfs.store.memory import MemoryStore
 from tests.model.reference import (
     PART,

@@ -16,6 +16,7 @@ from s3mpfs.errors import NoSuchUpload, NotFound, PreconditionFailed, StoreError
 from s3mpfs.store import boto as boto_module
 from s3mpfs.store.base import ObjectStore
 from s3mpfs.store.boto import BotoStore
+from s3mpfs.store.markers import MARKER_MAX, MARKER_PREFIX, marker_key, parse_marker
 from s3mpfs.store.memory import MemoryStore
 
 PART = MIN_PART_SIZE
@@ -409,6 +410,38 @@ async def test_abort(store: ObjectStore) -> None:
     assert await store.get_range("k", 0, 100) == b"previous"
     await store.abort_upload("other", other_id)
     assert await store.list_uploads() == []
+
+
+async def test_list_uploads_one_page(request: pytest.FixtureRequest,
+                                     store: ObjectStore) -> None:
+    """max_uploads: one ListMultipartUploads request, the first uploads by key."""
+    _moto_gap(request, store, "moto 5.2 ignores max-uploads", "max_uploads")
+    for key in ("b", "a", "c"):
+        await store.create_upload(key, metadata={})
+    first = await store.list_uploads("", max_uploads=2)
+    assert store.counts["ListMultipartUploads"] == 1
+    assert sorted(u.key for u in await store.list_uploads("", max_uploads=1000)) == \
+        ["a", "b", "c"]
+    assert [u.key for u in first] == ["a", "b"]
+
+
+async def test_marked_uploads_carry_a_marker_while_open(store: ObjectStore) -> None:
+    """create_upload(mark=True): one PutObject of the marker; the store's Complete or Abort of
+    that upload, one DeleteObject. Unmarked uploads cost nothing more."""
+    upload_id = await store.create_upload("m", metadata={}, mark=True)
+    marker = parse_marker(await store.get_range(marker_key(upload_id), 0, MARKER_MAX))
+    assert marker is not None and (marker.key, marker.upload_id) == ("m", upload_id)
+    etag = await store.upload_part("m", upload_id, 1, b"x")
+    await store.complete_upload("m", upload_id, [(1, etag)])
+    aborted = await store.create_upload("n", metadata={}, mark=True)
+    await store.abort_upload("n", aborted)
+    plain = await store.create_upload("p", metadata={})
+    await store.abort_upload("p", plain)
+    assert (await store.list_page(MARKER_PREFIX, delimiter=None)).objects == []
+    assert store.counts == Counter({
+        "CreateMultipartUpload": 3, "PutObject": 2, "GetObject": 1, "UploadPart": 1,
+        "CompleteMultipartUpload": 1, "AbortMultipartUpload": 2, "DeleteObject": 2,
+        "ListObjectsV2": 1})
 
 
 async def test_upload_part_copy(store: ObjectStore) -> None:

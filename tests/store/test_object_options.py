@@ -1,4 +1,4 @@
-"""Object options (s3mpfs/objectopts.py) through BotoStore against the S3 server (moto): what
+"""Object options (s3mpfs/store/objectargs.py) through BotoStore against the S3 server (moto): what
 the objects carry, checked with a plain boto3 client (HeadObject, GetObjectTagging,
 GetObjectAcl), and, where moto does not look at a header (SSE-C, If-Match on Complete), what
 BotoStore puts on the wire, captured by a botocore before-send hook."""
@@ -17,9 +17,8 @@ import pytest
 
 from s3mpfs.config import MIN_PART_SIZE, ObjectOptions, S3Config
 from s3mpfs.errors import NeedsRestore, ObjectExists, errno_for
-from s3mpfs.objectopts import replacing
-from s3mpfs.orphans import MARKER_PREFIX
 from s3mpfs.store.boto import BotoStore
+from s3mpfs.store.markers import MARKER_PREFIX
 
 PART = MIN_PART_SIZE
 KEY = bytes(range(100, 132))  # a 32-byte SSE-C key
@@ -32,11 +31,12 @@ def _store(server: Any, bucket: str, **options: Any) -> BotoStore:
                      options=ObjectOptions(**options))
 
 
-async def _multipart(store: BotoStore, key: str, size: int = PART + 10) -> str:
+async def _multipart(store: BotoStore, key: str, size: int = PART + 10, *,
+                     replacing: str | None = None) -> str:
     upload_id = await store.create_upload(key, metadata={"mode": "33188"})
     e1 = await store.upload_part(key, upload_id, 1, b"a" * PART)
     e2 = await store.upload_part(key, upload_id, 2, b"b" * (size - PART))
-    return await store.complete_upload(key, upload_id, [(1, e1), (2, e2)])
+    return await store.complete_upload(key, upload_id, [(1, e1), (2, e2)], replacing=replacing)
 
 
 def _class(s3: Any, bucket: str, key: str) -> str:
@@ -183,10 +183,9 @@ async def test_no_clobber_put_and_complete(moto_server: Any, s3: Any, bucket: st
         await store.complete_upload("k", upload_id, [(1, part)])
     await store.abort_upload("k", upload_id)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"
-    with replacing(first):  # a re-commit of our own object
-        second = await store.put("k", b"second", metadata={})
-    with replacing(first), pytest.raises(ObjectExists):  # no longer ours: refused
-        await store.put("k", b"third", metadata={})
+    second = await store.put("k", b"second", metadata={}, replacing=first)  # a re-commit
+    with pytest.raises(ObjectExists):  # no longer ours: refused
+        await store.put("k", b"third", metadata={}, replacing=first)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
     assert second != first
     await store.put("dir/", b"", metadata={})
@@ -210,8 +209,7 @@ async def test_no_clobber_headers_on_the_wire(moto_server: Any, server: Any,
     store = _store(moto_server, bucket, no_clobber=True)
     wire = Wire(store)
     etag = await _multipart(store, "mp")
-    with replacing(etag):
-        await _multipart(store, "mp", PART + 20)
+    await _multipart(store, "mp", PART + 20, replacing=etag)
     await store.copy("mp", "moved")
     await store.copy("moved", "moved", metadata={"mode": "33152"})
     assert wire.ops("if-none-match", "*") == ["CompleteMultipartUpload", "CopyObject"]
@@ -219,8 +217,8 @@ async def test_no_clobber_headers_on_the_wire(moto_server: Any, server: Any,
     await store.put(MARKER_PREFIX + "0" * 32, b"{}", metadata={})  # our marker: no condition
     assert wire.sent[-1][0] == "PutObject" and "if-none-match" not in wire.sent[-1][2]
     if server.has("conditional_complete"):  # moto ignores If-Match on Complete
-        with replacing(etag), pytest.raises(ObjectExists):
-            await _multipart(store, "mp")
+        with pytest.raises(ObjectExists):
+            await _multipart(store, "mp", replacing=etag)
 
 
 # -- archived objects --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Backup-grade object options (s3mpfs.objectopts): the command line, the per-request parameters,
-MemoryStore's S3 rules for them, and their semantics in the filesystem (no-clobber, archived
-objects, SSE-C on every read and write path), all on MemoryStore."""
+"""Backup-grade object options: the command line (s3mpfs.config), the per-request parameters
+(s3mpfs.store.objectargs), MemoryStore's S3 rules for them, and their semantics in the
+filesystem (no-clobber, archived objects, SSE-C on every read and write path), all on
+MemoryStore."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from s3mpfs import cli, objectopts
+from s3mpfs import cli
 from s3mpfs.config import ConfigError, MiB, ObjectOptions, UploadConfig, describe_objects
 from s3mpfs.errors import (
     FsError,
@@ -28,9 +29,9 @@ from s3mpfs.errors import (
 from s3mpfs.fs import Filesystem, FsOptions, SetAttr
 from s3mpfs.inodes import ROOT_INODE
 from s3mpfs.logs import Redact
-from s3mpfs.objectopts import ObjectArgs, Source, guess_content_type, replacing
-from s3mpfs.orphans import MARKER_PREFIX
+from s3mpfs.store.markers import MARKER_PREFIX
 from s3mpfs.store.memory import MemoryStore
+from s3mpfs.store.objectargs import Known, ObjectArgs, Source, guess_content_type
 
 PART = 5 * MiB
 UID, GID = 1000, 1000
@@ -202,13 +203,11 @@ def test_sse_c_parameters_and_exempt_keys() -> None:
 def test_no_clobber_condition() -> None:
     args = ObjectArgs(ObjectOptions(no_clobber=True))
     assert args.condition("f") == {"IfNoneMatch": "*"}
-    with replacing('"e1"'):
-        assert args.condition("f") == {"IfMatch": '"e1"'}
-        with replacing(None):
-            assert args.condition("f") == {"IfNoneMatch": "*"}
-    assert args.condition("f") == {"IfNoneMatch": "*"}
+    assert args.condition("f", replacing='"e1"') == {"IfMatch": '"e1"'}
+    assert args.condition("f", replacing=None) == {"IfNoneMatch": "*"}
     assert args.condition("d/") == {} and args.condition(MARKER_PREFIX + "x") == {}
-    assert ObjectArgs().condition("f") == {}
+    assert args.condition("d/", replacing='"e1"') == {}
+    assert ObjectArgs().condition("f") == {} and ObjectArgs().condition("f", '"e1"') == {}
 
 
 def test_copy_keeps_the_source_class_unless_one_is_configured() -> None:
@@ -258,7 +257,7 @@ def test_copy_conditions_and_encryption() -> None:
 
 
 def test_known_sources() -> None:
-    known = objectopts.Known(max_entries=2)
+    known = Known(max_entries=2)
     known.learn("a", Source('"1"', "STANDARD_IA"))
     known.learn("a", Source('"1"', None, "text/plain", {"m": "1"}))  # a HEAD adds to a listing
     assert known.get("a", '"1"') == Source('"1"', "STANDARD_IA", "text/plain", {"m": "1"})
@@ -269,7 +268,7 @@ def test_known_sources() -> None:
     assert known.get("a", None) is None and len(known) == 2  # the oldest went
     known.forget("b")
     assert known.get("b", None) is None
-    stale = objectopts.Known(ttl=0.0)
+    stale = Known(ttl=0.0)
     stale.learn("a", Source('"1"', "GLACIER"))
     assert stale.get("a", None) is None
 
@@ -306,10 +305,10 @@ async def test_memory_store_honours_if_none_match(caplog: pytest.LogCaptureFixtu
     etag = await mem.upload_part("k", up, 1, b"x")
     with pytest.raises(ObjectExists):
         await mem.complete_upload("k", up, [(1, etag)])
-    with replacing(first):  # our own commit may be replaced, and only that one
-        second = await mem.put("k", b"second", metadata={})
-        with pytest.raises(ObjectExists):
-            await mem.put("k", b"third", metadata={})
+    # our own commit may be replaced, and only that one
+    second = await mem.put("k", b"second", metadata={}, replacing=first)
+    with pytest.raises(ObjectExists):
+        await mem.put("k", b"third", metadata={}, replacing=first)
     assert mem.objects["k"].data == b"second" and second != first
     await mem.put("k2", b"another", metadata={})
     with pytest.raises(ObjectExists):  # a rename onto it

@@ -1,6 +1,6 @@
-"""Orphaned multipart uploads (s3mpfs.orphans): markers, the scan, the `s3mpfs uploads`
-command and the report at mount time. MemoryStore for the logic; moto for the command's
-main() (no FUSE needed)."""
+"""Orphaned multipart uploads: the markers the store writes (s3mpfs.store.markers), the scan,
+the `s3mpfs uploads` command and the report at mount time (s3mpfs.orphans). MemoryStore for the
+logic; moto for the command's main() (no FUSE needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,29 @@ import trio
 import trio.testing
 
 from s3mpfs import orphans
+from s3mpfs.checksums import Checksum
 from s3mpfs.config import MiB, S3Config, UploadConfig
 from s3mpfs.errors import AccessDenied, FsError, StoreError
 from s3mpfs.inodes import Kind
 from s3mpfs.listing import list_dir
 from s3mpfs.orphans import (
-    MARKER_PREFIX,
-    Marker,
     format_age,
-    marker_key,
     parse_age,
-    parse_marker,
-    register,
     run,
     scan,
-    unregister,
     wants_uploads,
     warn_at_mount,
 )
-from s3mpfs.store.base import UploadInfo
+from s3mpfs.store.base import Data, UploadInfo
+from s3mpfs.store.markers import (
+    MARKER_PREFIX,
+    Marker,
+    Markers,
+    marker_body,
+    marker_key,
+    parse_marker,
+    running_here,
+)
 from s3mpfs.store.memory import MemoryStore
 from s3mpfs.upload import PartBudget, State, Upload
 from tests.helpers.faults import FaultyStore
@@ -50,6 +54,29 @@ NOW = 1_700_000_000.0
 def _markers(store: MemoryStore) -> dict[str, dict[str, Any]]:
     return {k: json.loads(o.data) for k, o in store.objects.items()
             if k.startswith(MARKER_PREFIX)}
+
+
+class MarkerFaults(MemoryStore):
+    """MemoryStore whose requests on marker keys fail with `error` (they are counted, as S3
+    bills refused requests too)."""
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__()
+        self.error = error
+
+    async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
+                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
+        if key.startswith(MARKER_PREFIX):
+            self.counts["PutObject"] += 1
+            raise self.error
+        return await super().put(key, data, metadata=metadata, checksum=checksum,
+                                 replacing=replacing)
+
+    async def delete(self, key: str) -> None:
+        if key.startswith(MARKER_PREFIX):
+            self.counts["DeleteObject"] += 1
+            raise self.error
+        await super().delete(key)
 
 
 def _upload(store: Any, nursery: trio.Nursery, key: str = "k") -> Upload:
@@ -70,7 +97,7 @@ def test_marker_key_is_a_hash_of_the_upload_id_under_the_bucket_root() -> None:
 
 
 def test_marker_body_round_trips() -> None:
-    body = orphans.marker_body("a/b.bin", "up-1", now=NOW, host="h1", pid=42)
+    body = marker_body("a/b.bin", "up-1", now=NOW, host="h1", pid=42)
     doc = json.loads(body)
     assert doc == {"key": "a/b.bin", "upload_id": "up-1", "started": "2023-11-14T22:13:20Z",
                    "host": "h1", "pid": 42}
@@ -81,14 +108,18 @@ def test_marker_body_round_trips() -> None:
 
 async def test_register_writes_one_marker_and_unregister_deletes_it() -> None:
     store = MemoryStore()
-    await register(store, "dir/f.bin", "up-7")
+    markers = Markers()
+    await markers.register(store, "dir/f.bin", "up-7")
     assert dict(store.counts) == {"PutObject": 1}
     doc = _markers(store)[marker_key("up-7")]
     assert doc["key"] == "dir/f.bin" and doc["upload_id"] == "up-7"
     assert doc["host"] == socket.gethostname() and doc["pid"] == os.getpid()
-    await unregister(store, "up-7")
+    await markers.unregister(store, "up-7")
     assert store.counts["DeleteObject"] == 1
     assert _markers(store) == {}
+    await markers.unregister(store, "up-7")  # once only
+    await markers.unregister(store, "never-marked")  # not ours to delete
+    assert store.counts["DeleteObject"] == 1
 
 
 async def test_register_and_unregister_never_raise(caplog: pytest.LogCaptureFixture) -> None:
@@ -96,9 +127,11 @@ async def test_register_and_unregister_never_raise(caplog: pytest.LogCaptureFixt
     store.fail("put", StoreError("injected: SlowDown", code="SlowDown"), and_after=True)
     store.fail("delete", StoreError("injected: InternalError", code="InternalError"),
                and_after=True)
-    with caplog.at_level(logging.WARNING, logger="s3mpfs.orphans"):
-        await register(store, "f", "up-1")
-        await unregister(store, "up-1")
+    markers = Markers()
+    with caplog.at_level(logging.WARNING, logger="s3mpfs.store.markers"):
+        await markers.register(store, "f", "up-1")
+        await markers.unregister(store, "up-1")
+    assert store.calls == ["put", "delete"]  # a marker whose write failed is deleted anyway
     messages = [r.getMessage() for r in caplog.records]
     assert any("up-1" in m and "SlowDown" in m for m in messages)
     assert any("InternalError" in m for m in messages)
@@ -108,16 +141,28 @@ async def test_access_denied_stops_marking_on_that_store() -> None:
     inner = MemoryStore()
     store = FaultyStore(inner)
     store.fail("put", AccessDenied("access denied", code="AccessDenied"), and_after=True)
-    await register(store, "f", "up-1")
-    await register(store, "g", "up-2")
-    await unregister(store, "up-2")
+    markers = Markers()
+    await markers.register(store, "f", "up-1")
+    await markers.register(store, "g", "up-2")
+    await markers.unregister(store, "up-2")
     assert store.calls == ["put"]  # refused once, then never asked again (nor to delete)
     other = MemoryStore()  # another mount's store still marks
-    await register(other, "f", "up-3")
-    assert marker_key("up-3") in other.objects
+    await other.create_upload("f", metadata={}, mark=True)
+    (upload_id,) = other.uploads
+    assert marker_key(upload_id) in other.objects
 
 
-# -- the hooks in upload.py ----------------------------------------------------------------
+async def test_a_store_refused_markers_stops_asking() -> None:
+    store = MarkerFaults(AccessDenied("access denied", code="AccessDenied"))
+    first = await store.create_upload("f", metadata={}, mark=True)
+    second = await store.create_upload("g", metadata={}, mark=True)
+    await store.abort_upload("f", first)
+    await store.abort_upload("g", second)
+    assert store.counts == {"CreateMultipartUpload": 2, "PutObject": 1,
+                            "AbortMultipartUpload": 2}
+
+
+# -- the store marks the uploads upload.py starts ------------------------------------------
 
 
 async def test_multipart_upload_is_marked_while_open_and_unmarked_after_complete() -> None:
@@ -183,17 +228,30 @@ async def test_upload_whose_abort_fails_keeps_its_marker() -> None:
 
 
 async def test_marker_failure_does_not_fail_the_write() -> None:
-    mem = MemoryStore()
-    store = FaultyStore(mem)
-    store.fail("put", StoreError("injected: InternalError", code="InternalError"),
-               and_after=True)
+    store = MarkerFaults(StoreError("injected: InternalError", code="InternalError"))
     data = os.urandom(PART + 123)
     async with trio.open_nursery() as n:
         up = _upload(store, n, "f")
         await up.write(0, data)
         await up.commit()
         await up.close()
-    assert mem.objects["f"].data == data
+    assert store.objects["f"].data == data
+    # the marker was tried, and its deletion too (one request each, as always)
+    assert store.counts["PutObject"] == 1 and store.counts["DeleteObject"] == 1
+
+
+async def test_uploads_created_without_mark_carry_no_marker() -> None:
+    """Only upload.py asks for markers: a server-side copy's upload (objcopy.py) costs no
+    marker requests, and completing or aborting an unmarked upload deletes nothing."""
+    store = MemoryStore(min_part_size=1)
+    first = await store.create_upload("a", metadata={})
+    etag = await store.upload_part("a", first, 1, b"x")
+    await store.complete_upload("a", first, [(1, etag)])
+    second = await store.create_upload("b", metadata={})
+    await store.abort_upload("b", second)
+    assert store.counts == {"CreateMultipartUpload": 2, "UploadPart": 1,
+                            "CompleteMultipartUpload": 1, "AbortMultipartUpload": 1}
+    assert _markers(store) == {}
 
 
 # -- scan and the command's logic ----------------------------------------------------------
@@ -203,7 +261,7 @@ async def _own_upload(store: MemoryStore, key: str, *, pid: int = 1, host: str =
                       started: float = NOW) -> str:
     upload_id = await store.create_upload(key, metadata={})
     store.uploads[upload_id].initiated = started
-    body = orphans.marker_body(key, upload_id, now=started, host=host, pid=pid)
+    body = marker_body(key, upload_id, now=started, host=host, pid=pid)
     await store.put(marker_key(upload_id), body, metadata={})
     return upload_id
 
@@ -213,7 +271,7 @@ async def test_scan_tells_own_uploads_from_others_and_finds_stale_markers() -> N
     own = await _own_upload(store, "a/own.bin", pid=123)
     foreign = await store.create_upload("a/foreign.bin", metadata={})
     outside = await _own_upload(store, "b/other.bin")
-    await store.put(marker_key("long-gone"), orphans.marker_body("x", "long-gone"), metadata={})
+    await store.put(marker_key("long-gone"), marker_body("x", "long-gone"), metadata={})
     await store.put(MARKER_PREFIX + "README", b"not a marker", metadata={})
 
     found = await scan(store, "a/", is_running=lambda m: False)
@@ -234,11 +292,11 @@ async def test_scan_lists_markers_before_uploads() -> None:
     class Racy(MemoryStore):
         raced: str | None = None
 
-        async def list_uploads(self, prefix: str = "") -> list[UploadInfo]:
+        async def list_uploads(self, prefix: str = "", *,
+                               max_uploads: int | None = None) -> list[UploadInfo]:
             if self.raced is None:  # a mount starts an upload between the two listings
-                self.raced = await self.create_upload("new.bin", metadata={})
-                await register(self, "new.bin", self.raced)
-            return await super().list_uploads(prefix)
+                self.raced = await self.create_upload("new.bin", metadata={}, mark=True)
+            return await super().list_uploads(prefix, max_uploads=max_uploads)
 
     store = Racy()
     found = await scan(store, is_running=lambda m: False)
@@ -313,10 +371,10 @@ async def test_run_reports_abort_failures_and_removes_stale_markers() -> None:
 
 def test_running_here_checks_host_and_process() -> None:
     me = socket.gethostname()
-    assert not orphans.running_here(Marker("k", "u", NOW, "another-host", os.getpid()))
+    assert not running_here(Marker("k", "u", NOW, "another-host", os.getpid()))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert not orphans.running_here(Marker("k", "u", NOW, me, dead.pid))
+    assert not running_here(Marker("k", "u", NOW, me, dead.pid))
     # A live process whose command line names s3mpfs
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()", "s3mpfs"],
@@ -324,7 +382,7 @@ def test_running_here_checks_host_and_process() -> None:
     assert proc.stdin is not None and proc.stdout is not None
     try:
         assert proc.stdout.readline() == b"up\n"  # exec'd: /proc/PID/cmdline is its own
-        assert orphans.running_here(Marker("k", "u", NOW, me, proc.pid))
+        assert running_here(Marker("k", "u", NOW, me, proc.pid))
     finally:
         proc.stdin.close()
         proc.wait(10)
@@ -388,54 +446,61 @@ def test_cli_main_dispatches_to_the_command(monkeypatch: pytest.MonkeyPatch) -> 
 # -- at mount time -------------------------------------------------------------------------
 
 
-class FakeClient:
-    """Records the calls warn_at_mount makes."""
-
-    def __init__(self, uploads: list[str], markers: list[str], fail: bool = False) -> None:
-        self.uploads, self.markers, self.fail = uploads, markers, fail
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def list_multipart_uploads(self, **kw: Any) -> dict[str, Any]:
-        self.calls.append(("ListMultipartUploads", kw))
-        if self.fail:
-            raise RuntimeError("endpoint exploded")
-        return {"Uploads": [{"Key": f"k{i}", "UploadId": u} for i, u in enumerate(self.uploads)],
-                "IsTruncated": False}
-
-    def list_objects_v2(self, **kw: Any) -> dict[str, Any]:
-        self.calls.append(("ListObjectsV2", kw))
-        return {"Contents": [{"Key": k} for k in self.markers], "IsTruncated": False}
+async def _uploads(store: MemoryStore, keys: list[str], *, marked: list[str]) -> list[str]:
+    """Uploads under the given keys, marked (as a crashed mount left them) where listed."""
+    ids = [await store.create_upload(key, metadata={}) for key in keys]
+    for key, upload_id in zip(keys, ids, strict=True):
+        if key in marked:
+            await store.put(marker_key(upload_id), marker_body(key, upload_id), metadata={})
+    store.counts.clear()
+    return ids
 
 
-def test_warn_at_mount_costs_one_request_when_there_are_no_uploads(
+async def test_warn_at_mount_costs_one_request_when_there_are_no_uploads(
         caplog: pytest.LogCaptureFixture) -> None:
-    client = FakeClient([], [])
+    store = MemoryStore()
+    await _uploads(store, ["elsewhere/x"], marked=["elsewhere/x"])  # outside the prefix
     with caplog.at_level(logging.DEBUG, logger="s3mpfs.orphans"):
-        assert warn_at_mount(client, S3Config("bkt", "pre/")) == 0
-    assert [c[0] for c in client.calls] == ["ListMultipartUploads"]
-    assert client.calls[0][1] == {"Bucket": "bkt", "Prefix": "pre/", "MaxUploads": 1000}
+        assert await warn_at_mount(store, S3Config("bkt", "pre/")) == 0
+    assert store.counts == {"ListMultipartUploads": 1}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_warn_at_mount_counts_marked_uploads_in_one_line(
+async def test_warn_at_mount_counts_marked_uploads_in_one_line(
         caplog: pytest.LogCaptureFixture) -> None:
-    client = FakeClient(["u1", "u2", "u3"], [marker_key("u1"), marker_key("u3"),
-                                             marker_key("gone")])
+    store = MemoryStore()
+    await _uploads(store, ["pre/k0", "pre/k1", "pre/k2", "other/k3"],
+                   marked=["pre/k0", "pre/k2", "other/k3"])
+    await store.put(marker_key("gone"), marker_body("pre/gone", "gone"), metadata={})
+    store.counts.clear()
     cfg = S3Config("bkt", "pre/", endpoint_url="http://127.0.0.1:9", profile="p")
     with caplog.at_level(logging.WARNING, logger="s3mpfs.orphans"):
-        assert warn_at_mount(client, cfg) == 2
-    assert [c[0] for c in client.calls] == ["ListMultipartUploads", "ListObjectsV2"]
+        assert await warn_at_mount(store, cfg) == 2
+    assert store.counts == {"ListMultipartUploads": 1, "ListObjectsV2": 1}
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
     msg = record.getMessage()
     assert "\n" not in msg
-    assert "2 unfinished multipart uploads started by s3mpfs under s3://bkt/pre/" in msg
+    assert msg.startswith("2 unfinished multipart uploads started by s3mpfs under s3://bkt/pre/")
     assert ("s3mpfs uploads bkt:pre --endpoint-url http://127.0.0.1:9 --profile p --abort"
             in msg)
 
 
-def test_warn_at_mount_never_raises() -> None:
-    assert warn_at_mount(FakeClient([], [], fail=True), S3Config("bkt")) == 0
+async def test_warn_at_mount_reads_one_page_and_says_when_there_may_be_more(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(orphans, "MOUNT_PAGE", 2)
+    store = MemoryStore()
+    await _uploads(store, ["a", "b", "c"], marked=["a", "c"])
+    with caplog.at_level(logging.WARNING, logger="s3mpfs.orphans"):
+        assert await warn_at_mount(store, S3Config("bkt")) == 1  # "a": "c" is on page 2
+    assert store.counts == {"ListMultipartUploads": 1, "ListObjectsV2": 1}
+    assert caplog.records[0].getMessage().startswith("at least 1 unfinished")
+
+
+async def test_warn_at_mount_never_raises() -> None:
+    store = FaultyStore(MemoryStore())
+    store.fail("list_uploads", StoreError("injected: endpoint exploded"))
+    assert await warn_at_mount(store, S3Config("bkt")) == 0
 
 
 # -- the mount hides the markers -----------------------------------------------------------
@@ -443,7 +508,8 @@ def test_warn_at_mount_never_raises() -> None:
 
 async def test_listing_hides_the_marker_prefix_at_the_bucket_root_only() -> None:
     store = MemoryStore()
-    await register(store, "f", "up-1")
+    await store.create_upload("f", metadata={}, mark=True)
+    assert _markers(store)
     await store.put("f", b"x", metadata={})
     await store.put("sub/.s3mpfs/x", b"x", metadata={})
     root = await list_dir(store, "")
@@ -467,7 +533,7 @@ def own_and_foreign(s3: Any, bucket: str) -> Iterator[tuple[str, str]]:
     """One upload marked as s3mpfs's (by a process that is gone) and one of another tool."""
     own = s3.create_multipart_upload(Bucket=bucket, Key="dir/own.bin")["UploadId"]
     s3.put_object(Bucket=bucket, Key=marker_key(own),
-                  Body=orphans.marker_body("dir/own.bin", own, host="crashed-host", pid=4242))
+                  Body=marker_body("dir/own.bin", own, host="crashed-host", pid=4242))
     foreign = s3.create_multipart_upload(Bucket=bucket, Key="dir/foreign.bin")["UploadId"]
     yield own, foreign
     for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):

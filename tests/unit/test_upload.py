@@ -7,6 +7,7 @@ to assert that a write is (still) blocked or that part tasks have run.
 from __future__ import annotations
 
 import errno
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
@@ -98,7 +99,7 @@ async def test_object_equals_written_bytes(size: int, chunk: int) -> None:
         assert store.counts["PutObject"] == 1
         assert store.parts == []
     else:
-        assert store.counts["PutObject"] == 1  # only the upload's marker (orphans.py)
+        assert store.counts["PutObject"] == 1  # only the upload's marker (store/markers.py)
         expected = [(i + 1, PART) for i in range(full)] + ([(full + 1, tail)] if tail else [])
         assert sorted(store.parts) == expected  # exactly-full: no empty last part
         assert etag.endswith(f'-{len(expected)}"')
@@ -484,15 +485,19 @@ async def test_commit_then_more_writes_then_commit_stores_the_longer_file() -> N
         first = await up.commit()
         assert mem.objects["k"].data == data[:PART + 1000]
         store.calls.clear()
+        before = Counter(mem.counts)
         await up.write(PART + 1000, data[PART + 1000:])
         assert up.state is State.DIRTY
         second = await up.commit()
     assert second != first
     assert mem.objects["k"].data == data
     # The committed full part is copied server side; only the tail is sent again.
-    assert store.calls == ["create_upload", "put", "upload_part_copy", "upload_part",
-                           "complete_upload", "delete"]  # put/delete: the marker (orphans.py)
-    assert store.counts["UploadPartCopy"] == 1
+    assert store.calls == ["create_upload", "upload_part_copy", "upload_part",
+                           "complete_upload"]
+    # ... and the store marks the upload while it is open (store/markers.py)
+    assert mem.counts - before == Counter({
+        "CreateMultipartUpload": 1, "PutObject": 1, "UploadPartCopy": 1, "UploadPart": 1,
+        "CompleteMultipartUpload": 1, "DeleteObject": 1})
     assert await store.list_uploads() == []
 
 
@@ -524,7 +529,7 @@ async def test_continuation_after_a_single_put() -> None:
         await up.write(100, data[100:])
         await up.commit()
     assert store.objects["k"].data == data
-    assert store.counts["PutObject"] == 2  # the 100 bytes + the upload's marker (orphans.py)
+    assert store.counts["PutObject"] == 2  # the 100 bytes + the upload's marker (markers.py)
     assert store.counts["CompleteMultipartUpload"] == 1
 
 

@@ -1,7 +1,7 @@
-"""Backup-grade object options: what every object the mount writes carries, request by request.
+"""The per-request S3 parameters of object options, for BotoStore and MemoryStore alike.
 
 `ObjectOptions` (config.py) holds the user's choices; `ObjectArgs` turns them into the extra
-boto3 parameters of each S3 operation, in this one place, for BotoStore and MemoryStore alike:
+boto3 parameters of each S3 operation, in this one place:
 
     operation                    storage class, SSE, content type,   SSE-C key      condition
                                  tags, ACL                                          (--no-clobber)
@@ -25,23 +25,25 @@ boto3 parameters of each S3 operation, in this one place, for BotoStore and Memo
     such a read (or copy source) once without it, so plain objects stay readable.
 
 Keys the options leave alone: s3mpfs's own upload markers (`.s3mpfs/` at the bucket root,
-orphans.py) get only --sse and --acl (so `s3mpfs uploads` reads them without the SSE-C key and
+markers.py) get only --sse and --acl (so `s3mpfs uploads` reads them without the SSE-C key and
 they never land in a cold class); directory markers (`dir/`, 0 bytes) stay in S3's default class,
 carry no SSE-C key (foreign markers must stay readable) and are exempt from --no-clobber (chmod
 of a directory rewrites its marker); their Content-Type is application/x-directory (s3fs-fuse's).
 
-No-clobber: PutObject and CompleteMultipartUpload of a new file carry If-None-Match: *. A file
-that continues after its own earlier commit (a second close() on the same open file, see
-upload.py) may replace exactly the object it stored itself: Upload.commit() runs its store calls
-inside `replacing(etag)`, and those carry If-Match: ETAG instead. A context variable carries this
-so the ObjectStore protocol stays as it is. A refused condition (412) becomes `ObjectExists`,
-which the filesystem turns into EEXIST.
+No-clobber is a mount option, so the store applies it itself: every PutObject and
+CompleteMultipartUpload of a new object, and every CopyObject onto another key (a rename),
+carries If-None-Match: * without the caller asking. The caller states only the one exception,
+explicitly: `put(..., replacing=ETAG)` and `complete_upload(..., replacing=ETAG)` may replace
+exactly the object with that ETag, which the writer stored itself (a file that continues after
+its own earlier commit, a second close() on the same open file, see upload.py; a multipart copy
+of an object onto itself, objcopy.py), and carry If-Match: ETAG instead. Without --no-clobber
+`replacing` sends nothing. A refused condition (412) becomes `ObjectExists`, which the
+filesystem turns into EEXIST.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import mimetypes
 import time
@@ -53,11 +55,10 @@ from typing import Any
 
 from s3mpfs.config import ObjectOptions
 from s3mpfs.errors import ObjectExists, PreconditionFailed
-from s3mpfs.orphans import MARKER_DIR
+from s3mpfs.store.markers import INTERNAL_PREFIX
 
 log = logging.getLogger(__name__)
 
-INTERNAL_PREFIX = MARKER_DIR + "/"  # s3mpfs's own objects, at the bucket root
 DIRECTORY_TYPE = "application/x-directory"
 DEFAULT_TYPE = "application/octet-stream"
 # mimetypes names compressions as an encoding ("x.tar.gz" -> application/x-tar + gzip). A
@@ -91,21 +92,7 @@ def guess_content_type(key: str) -> str:
     return ctype or DEFAULT_TYPE
 
 
-# -- no-clobber: which object a write may replace -------------------------------------------
-
-_REPLACING: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "s3mpfs_replacing", default=None)
-
-
-@contextlib.contextmanager
-def replacing(etag: str | None) -> Iterator[None]:
-    """Writes in this block may replace the object with this ETag (our own earlier commit):
-    with --no-clobber they carry If-Match: ETAG rather than If-None-Match: *."""
-    token = _REPLACING.set(etag)
-    try:
-        yield
-    finally:
-        _REPLACING.reset(token)
+# -- no-clobber's refusals -------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -257,12 +244,12 @@ class ObjectArgs:
             kw["ACL"] = o.acl
         return kw
 
-    def condition(self, key: str) -> dict[str, Any]:
-        """PutObject and CompleteMultipartUpload: --no-clobber's precondition."""
+    def condition(self, key: str, replacing: str | None = None) -> dict[str, Any]:
+        """PutObject and CompleteMultipartUpload: --no-clobber's precondition. `replacing`:
+        the ETag of the one object this write may replace (the writer's own earlier commit)."""
         if not self.options.no_clobber or is_internal(key) or is_dir_marker(key):
             return {}
-        etag = _REPLACING.get()
-        return {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        return {"IfMatch": replacing} if replacing else {"IfNoneMatch": "*"}
 
     def copy_needs(self, src_key: str, dst_key: str,
                    metadata: Mapping[str, str] | None) -> frozenset[str]:
@@ -357,6 +344,6 @@ class ObjectArgs:
             self.known.learn(key, Source(etag, storage_class or "STANDARD"))
 
 
-__all__ = ["DEFAULT_TYPE", "DIRECTORY_TYPE", "INTERNAL_PREFIX", "Known", "ObjectArgs",
-           "ObjectOptions", "Source", "guess_content_type", "no_clobber_errors", "replacing",
+__all__ = ["DEFAULT_TYPE", "DIRECTORY_TYPE", "Known", "ObjectArgs", "Source",
+           "guess_content_type", "is_dir_marker", "is_internal", "no_clobber_errors",
            "warn_refused"]
