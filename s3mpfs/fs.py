@@ -211,18 +211,7 @@ class Filesystem:
             raise FsError(errno.EBADF)
         if start == 0 or handle.entries is None:
             handle.entries = await self.names.read_dir(handle.inode)
-        return self._entries_from(handle, handle.entries, start)
-
-    def _entries_from(self, handle: DirHandle, entries: list[DirEntry],
-                      start: int) -> Iterator[tuple[str, Inode, bool]]:
-        parent = self.inodes.by_path(handle.inode.path.rpartition("/")[0]) or handle.inode
-        fixed = [(".", handle.inode, False), ("..", parent, False)]
-        for index in range(start, len(entries) + 2):
-            if index < 2:
-                yield fixed[index]
-                continue
-            entry = entries[index - 2]
-            yield entry.name, self.names.entry_inode(handle.inode.path, entry), True
+        return self.names.entries_from(handle.inode, handle.entries, start)
 
     def releasedir(self, fh: int) -> None:
         handle = self.handles.pop(fh)

@@ -31,7 +31,7 @@ import errno
 import logging
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -294,6 +294,19 @@ class Namespace:
             inode.attrs_listed()
         self.renew(inode)
         return inode
+
+    def entries_from(self, dir_inode: Inode, entries: list[DirEntry],
+                     start: int) -> Iterator[tuple[str, Inode, bool]]:
+        """readdir's entries from index `start`: ".", "..", then `entries`, as (name, inode,
+        counted); the kernel takes no reference on "." and ".." (counted False)."""
+        parent = self.inodes.by_path(dir_inode.path.rpartition("/")[0]) or dir_inode
+        fixed = [(".", dir_inode, False), ("..", parent, False)]
+        for index in range(start, len(entries) + 2):
+            if index < 2:
+                yield fixed[index]
+                continue
+            entry = entries[index - 2]
+            yield entry.name, self.entry_inode(dir_inode.path, entry), True
 
     # -- this mount's own changes --------------------------------------------------------------
 

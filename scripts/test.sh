@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then lint (ruff), type-check (mypy) and test (pytest): the whole suite against moto
+# Set up, then lint (ruff), type-check (mypy), check the import layers (lint-imports) and test
+# (pytest): the whole suite against moto
 # (or the server S3MPFS_TEST_ENDPOINT names), then tests/fuse and tests/store against a
 # throwaway Ceph RADOS Gateway (scripts/ceph.sh; when ../shared/tools/ceph-rgw exists, unless
 # S3MPFS_SKIP_CEPH=1). Every check runs even when an earlier one fails; the exit status is
@@ -26,6 +27,9 @@ echo "== ruff check ${lint_dirs[*]}"
 
 echo "== mypy"
 "$PY" -m mypy || failed+=(mypy)
+
+echo "== lint-imports (the layers in pyproject.toml: no import against the flow, no cycle)"
+.venv/bin/lint-imports --no-cache || failed+=(lint-imports)
 
 now() { date +%s; }
 
@@ -76,4 +80,4 @@ if [ ${#failed[@]} -gt 0 ]; then
     [ "$ceph_rc" -ne 0 ] && exit "$ceph_rc"
     exit 1
 fi
-echo "OK: ruff, mypy and pytest passed"
+echo "OK: ruff, mypy, lint-imports and pytest passed"
