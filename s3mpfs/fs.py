@@ -45,7 +45,8 @@ from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, Writ
 from s3mpfs.inodes import Inode, Kind
 from s3mpfs.listing import DirEntry
 from s3mpfs.namespace import Namespace
-from s3mpfs.prefetch import ReadBudget, Reader
+from s3mpfs.prefetch import ReadBudget
+from s3mpfs.readback import Reads
 from s3mpfs.renames import Renamer
 from s3mpfs.store.base import ObjectInfo, ObjectStore
 from s3mpfs.upload import Existing, PartBudget, State, Upload
@@ -81,9 +82,10 @@ class Filesystem:
         self.budget = PartBudget(
             self.opts.upload.max_parts_in_memory,
             keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
-        self.read_budget = ReadBudget(self.opts.read.memory_limit)  # prefetch, all handles
         self._nursery: trio.Nursery | None = None
         self.attrs = AttrStore(store, self.names, self.handles)
+        self.reads = Reads(store, self.names, self.handles, self.opts.read,
+                           ReadBudget(self.opts.read.memory_limit), lambda: self.tasks)
         self.renames = Renamer(store, self.names, self.handles, self.attrs,
                                no_clobber=self.opts.no_clobber)
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
@@ -114,9 +116,11 @@ class Filesystem:
         if self.opts.read_only:
             raise FsError(errno.EROFS)
 
-    def _new_upload(self, inode: Inode, existing: Existing | None = None) -> Upload:
+    def _new_upload(self, inode: Inode, existing: Existing | None = None,
+                    create_only: bool = False) -> Upload:
         return Upload(self.store, self.key(inode), cfg=self.opts.upload, budget=self.budget,
-                      nursery=self.tasks, metadata=inode.metadata, existing=existing)
+                      nursery=self.tasks, metadata=inode.metadata, existing=existing,
+                      create_only=create_only)
 
     # -- names ---------------------------------------------------------------------------
 
@@ -254,9 +258,8 @@ class Filesystem:
             raise FsError(errno.EISDIR)
         await self.handles.settled(inode)  # else a release's store could land after the delete
         for handle in self.handles.writers_of(inode):
-            await handle.upload.discard()
+            handle.upload.detach()  # still read and written through its descriptors
         await self.store.delete(self.key(inode))
-        self.handles.clear_writer(inode)
         self.names.removed(inode.path)
         self.inodes.unlink(inode)
         # A directory that exists only as a prefix vanishes with its last key: ask again.
@@ -290,14 +293,14 @@ class Filesystem:
         inode = self.inodes.upsert(path, Kind.FILE)
         inode.mode, inode.uid, inode.gid = stat.S_IFREG | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns, inode.size, inode.etag = time.time_ns(), 0, None
-        fh = self._open_writer(inode, opener=pid)
+        fh = self._open_writer(inode, opener=pid, create_only=bool(flags & os.O_EXCL))
         inode.lookups += 1
         self.names.created(path, DirEntry(name, Kind.FILE))
         return inode, fh
 
     def _open_writer(self, inode: Inode, existing: Existing | None = None,
-                     opener: int | None = None) -> FileHandleT:
-        upload = self._new_upload(inode, existing)
+                     opener: int | None = None, create_only: bool = False) -> FileHandleT:
+        upload = self._new_upload(inode, existing, create_only)
         inode.open_handles += 1
         process = openers.process_of(opener) if opener and self.mount_id is not None else None
         fh = self.handles.add(WriteHandle(inode, upload, process))
@@ -311,15 +314,12 @@ class Filesystem:
         await self.handles.settled(inode)  # `touch f && cat f`: after the release's store
         writer = self.handles.writer(inode)
         if flags & os.O_ACCMODE == os.O_RDONLY:
-            if writer is not None and writer.state in (State.NEW, State.DIRTY):
-                log.warning("%s: opened for reading while being written; reads see the "
-                            "object from its last close", inode.path)
-            if inode.etag is None:
-                self.names.set_file_info(inode, await self.store.head(self.key(inode)))
+            reader = None  # being written: reads go through the writer (readback.py)
+            if writer is None:
+                if inode.etag is None:
+                    self.names.set_file_info(inode, await self.store.head(self.key(inode)))
+                reader = self.reads.reader(inode, inode.etag, inode.size)
             inode.open_handles += 1
-            reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
-                            nursery=self.tasks, budget=self.read_budget,
-                            config=self.opts.read)
             return self.handles.add(ReadHandle(inode, reader))
         self._writable()
         if writer is None:
@@ -348,36 +348,7 @@ class Filesystem:
         return handle
 
     async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
-        handle = self._handle(fh)
-        if isinstance(handle, WriteHandle):
-            log.error("%s: read on a descriptor opened for writing: not supported while the "
-                      "file streams to S3", handle.inode.path)
-            raise FsError(errno.EINVAL)
-        try:
-            return await handle.reader.read(offset, length)
-        except FsError as exc:
-            if exc.errno != errno.ESTALE:
-                raise
-            if handle.reader.served:  # it read the old version: never splice two versions
-                if handle.inode.etag == handle.reader.etag:
-                    handle.inode.etag = None  # replaced: the next open asks S3
-                    handle.inode.expiry.expire()
-                raise
-        # Opened from cached attributes, replaced by another client since, nothing read yet:
-        # read the new version (once: a second 412 is a race of its own, ESTALE).
-        await self._reopen(handle)
-        return await handle.reader.read(offset, length)
-
-    async def _reopen(self, handle: ReadHandle) -> None:
-        inode, old = handle.inode, handle.reader
-        self.names.set_file_info(inode, await self.store.head(self.key(inode)))
-        self.names.renew(inode)
-        log.info("%s: replaced since its attributes were read (ETag %s -> %s): reading the "
-                 "new version", inode.path, old.etag, inode.etag)
-        handle.reader = Reader(self.store, self.key(inode), inode.etag, inode.size,
-                               nursery=self.tasks, budget=self.read_budget,
-                               config=self.opts.read)
-        await old.close()
+        return await self.reads.read(self._handle(fh), offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self._handle(fh)
@@ -415,8 +386,8 @@ class Filesystem:
 
     async def _commit(self, handle: WriteHandle) -> None:
         upload, inode = handle.upload, handle.inode
-        if upload.state in (State.CLEAN, State.DISCARDED):
-            return
+        if upload.state in (State.CLEAN, State.DISCARDED) or upload.detached:
+            return  # nothing new; or unlinked while open: nothing may appear in S3
         etag = await upload.commit()
         current = self.handles.writer(inode)
         if current is upload or current is None:
@@ -440,7 +411,7 @@ class Filesystem:
                     await self._release_writer(handle)
                 finally:
                     self.handles.closed(handle)
-            elif isinstance(handle, ReadHandle):
+            if not isinstance(handle, DirHandle) and handle.reader is not None:
                 await handle.reader.close()  # cancels its prefetch GETs
         finally:
             self.inodes.release(handle.inode)
@@ -448,7 +419,9 @@ class Filesystem:
     async def _release_writer(self, handle: WriteHandle) -> None:
         upload, inode = handle.upload, handle.inode
         try:
-            if upload.state in (State.NEW, State.DIRTY):
+            if upload.detached:
+                await upload.discard()  # aborts what went to S3; the bytes are dropped
+            elif upload.state in (State.NEW, State.DIRTY):
                 await self._commit(handle)
             elif (upload.state is State.CLEAN and inode.status.changed
                   and self.handles.writer(inode) is upload and inode.etag is not None):

@@ -29,7 +29,7 @@ FileHandleT = NewType("FileHandleT", int)
 @dataclass
 class ReadHandle:
     inode: Inode
-    reader: Reader
+    reader: Reader | None  # None until needed when the file was being written at open
 
 
 @dataclass
@@ -39,6 +39,7 @@ class WriteHandle:
     inode: Inode
     upload: Upload
     opener: int | None = None  # pid of the process that opened it, if known (openers.py)
+    reader: Reader | None = None  # reads of the stored object under the upload (readback)
 
 
 @dataclass

@@ -51,7 +51,7 @@ import enum
 import errno
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -158,6 +158,24 @@ def _errno(error: BaseException | None) -> int:
     return errno_for(error) if isinstance(error, StoreError) else errno.EIO
 
 
+def _held(part1: _Part1 | None, in_flight: Iterable[tuple[int, bytearray, int]],
+          fill: _Filling) -> list[tuple[int, memoryview]]:
+    regions = [(start, memoryview(buf)[:length]) for start, buf, length in in_flight]
+    if part1 is not None:
+        regions.append((0, memoryview(part1.buf)[:part1.length]))
+    if fill.buf is not None and fill.length:
+        regions.append((fill.start, memoryview(fill.buf)[:fill.length]))
+    return sorted(regions, key=lambda r: r[0])
+
+
+async def _checksum(algorithm: str, body: bytes | bytearray) -> Checksum | None:
+    if algorithm == "off":
+        return None
+    if algorithm == "md5":  # ~400 MB/s: 20 ms per 8 MiB, off the event loop
+        return await trio.to_thread.run_sync(checksums.compute, "md5", body)
+    return checksums.compute(algorithm, body)  # CRCs: ~0.3 ms per 8 MiB
+
+
 # Moves a committed object: (src key, dst key, src etag, size) -> the new object's ETag.
 Mover = Callable[[str, str, str, int], Awaitable[str]]
 
@@ -185,6 +203,7 @@ class Upload:
         metadata: Callable[[], Mapping[str, str]],
         max_parts: int | None = None,
         existing: Existing | None = None,
+        create_only: bool = False,
     ) -> None:
         self.store = store
         self.key = key
@@ -200,6 +219,10 @@ class Upload:
         self.committed_size = 0
         self.metadata_sent: Mapping[str, str] | None = None
         self.committed_here = False  # the object under key is our own commit (--no-clobber)
+        # O_EXCL: the first commit carries If-None-Match: * (never replaces another's object)
+        self.create_only = create_only
+        # Unlinked while open: writes and reads go on in memory, nothing is ever stored.
+        self.detached = False
         self.parts_sent = 0  # parts S3 acknowledged, and their bytes (progress reporting)
         self.bytes_sent = 0
         self.parts_in_flight = 0
@@ -211,6 +234,8 @@ class Upload:
         self._fill = _Filling()
         self._part1: _Part1 | None = None
         self._mp: _Multipart | None = None
+        # Parts handed to part tasks and not yet acknowledged: number -> (offset, buf, length)
+        self._in_flight: dict[int, tuple[int, bytearray, int]] = {}
         if existing is not None:
             self.state = State.CLEAN
             self.etag, self.size, self.committed_size = existing.etag, existing.size, existing.size
@@ -324,10 +349,13 @@ class Upload:
         assert self._fill.buf is not None
         weight = await self.budget.acquire(-(-len(self._fill.buf) // self.cfg.part_size))
         number = mp.take_number()
+        start = self._fill.start
         buf, length = self._fill.hand_over()
         part1 = None
         if number == 1:
             part1 = self._part1 = _Part1(buf, length, holds_slot=self.cfg.concurrency > 1)
+        else:
+            self._in_flight[number] = (start, buf, length)
         self.parts_in_flight += 1
         self.nursery.start_soon(self._send_part, mp, number, buf, length, part1, weight)
 
@@ -354,15 +382,12 @@ class Upload:
                 if not part1.holds_slot:
                     self._slots.release()
             else:
+                self._in_flight.pop(number, None)
                 self.budget.give_buffer(buf)
                 self._slots.release()
 
     async def _checksum(self, body: bytes | bytearray) -> Checksum | None:
-        if self.cfg.checksum == "off":
-            return None
-        if self.cfg.checksum == "md5":  # ~400 MB/s: 20 ms per 8 MiB, off the event loop
-            return await trio.to_thread.run_sync(checksums.compute, "md5", body)
-        return checksums.compute(self.cfg.checksum, body)  # CRCs: ~0.3 ms per 8 MiB
+        return await _checksum(self.cfg.checksum, body)
 
     async def _upload_part(self, mp: _Multipart, number: int, body: bytes | bytearray) -> None:
         checksum = await self._checksum(body)
@@ -448,7 +473,8 @@ class Upload:
         t0 = time.monotonic()
         try:
             # --no-clobber: a re-commit may replace only our own earlier commit (If-Match)
-            etag, parts = await self._commit(self.etag if self.committed_here else None)
+            etag, parts = await self._commit(self.etag if self.committed_here else None,
+                                             self.create_only and not self.committed_here)
             self.etag = etag
         except (StoreError, FsError) as exc:
             await self._fail(exc)
@@ -463,13 +489,13 @@ class Upload:
                  total, secs, self.size / total / 1e6)
         return self.etag
 
-    async def _commit(self, replacing: str | None) -> tuple[str, int]:
+    async def _commit(self, replacing: str | None, create_only: bool) -> tuple[str, int]:
         tail = self._fill.body()
         if self._mp is None and self._base_len == 0:
             meta = dict(self.metadata())
             etag = await self.store.put(self.key, tail, metadata=meta,
                                         checksum=await self._checksum(tail),
-                                        replacing=replacing)
+                                        replacing=replacing, create_only=create_only)
             self.metadata_sent = meta
             return etag, 0
         mp = self._mp or await self._open_upload()
@@ -492,7 +518,8 @@ class Upload:
             full = checksums.combine([crcs[n] for n, _ in parts])
         etag = await self.store.complete_upload(self.key, upload_id, parts,
                                                 part_checksums=crcs, checksum=full,
-                                                replacing=replacing)
+                                                replacing=replacing,
+                                                create_only=create_only)
         # Ready to continue: full parts are in the committed object, the tail is in memory.
         self._base_len = self._fill.start
         self._mp = None
@@ -566,6 +593,28 @@ class Upload:
             self._release_part1()
             if self.state is not State.FAILED:
                 self.state = State.CLOSED
+
+    # -- reading back what was written -----------------------------------------------------
+
+    def held(self) -> list[tuple[int, memoryview]]:
+        """The file's bytes this upload holds in memory, as (offset, bytes) regions in order:
+        part 1 of a fresh upload (kept until completion), parts still in flight, and the
+        filling buffer. Bytes of parts S3 already acknowledged are not held: an incomplete
+        multipart upload cannot be read back (the caller says so)."""
+        return _held(self._part1, self._in_flight.values(), self._fill)
+
+    @property
+    def stored_prefix(self) -> int:
+        """Bytes [0, n) of the file that are the object `etag` S3 holds: all of a committed
+        (or unchanged existing) file, else the part a continued upload copies server side."""
+        if self.detached or self.state in (State.FAILED, State.DISCARDED, State.CLOSED):
+            return 0
+        return self.size if self.state is State.CLEAN else self._base_len
+
+    def detach(self) -> None:
+        """The file was unlinked while open: keep serving its descriptors from memory; its
+        commits store nothing any more (fs.py skips them) and close aborts what was sent."""
+        self.detached = True
 
     @property
     def buffered_bytes(self) -> int:

@@ -99,9 +99,11 @@ class ObjectStore(Protocol):
         ...
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
+                  checksum: Checksum | None = None, replacing: str | None = None,
+                  create_only: bool = False) -> str:
         """With --no-clobber the write carries If-None-Match: * (raising ObjectExists if an
-        object is there), or with `replacing`, If-Match: that ETag (objectargs.py)."""
+        object is there), or with `replacing`, If-Match: that ETag (objectargs.py).
+        `create_only`: If-None-Match: * also without --no-clobber (O_EXCL)."""
         ...
 
     async def copy(
@@ -129,8 +131,9 @@ class ObjectStore(Protocol):
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
         checksum: Checksum | None = None, replacing: str | None = None,
+        create_only: bool = False,
     ) -> str:
-        """--no-clobber's condition as put()'s."""
+        """--no-clobber's condition, and create_only, as put()'s."""
         ...
 
     async def abort_upload(self, key: str, upload_id: str) -> None:

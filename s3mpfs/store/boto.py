@@ -427,8 +427,10 @@ class BotoStore:
         return info.etag if info.etag.strip('"') == etag.strip('"') else None
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
-        extra = {**self.options.new_object(key), **self.options.condition(key, replacing)}
+                  checksum: Checksum | None = None, replacing: str | None = None,
+                  create_only: bool = False) -> str:
+        extra = {**self.options.new_object(key),
+                 **self.options.condition(key, replacing, create_only)}
         try:
             with no_clobber_errors("PutObject", key, extra):
                 r = await self._call("PutObject", key, lambda: self.client.put_object(
@@ -533,6 +535,7 @@ class BotoStore:
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
         checksum: Checksum | None = None, replacing: str | None = None,
+        create_only: bool = False,
     ) -> str:
         sums = part_checksums or {}
         body = {"Parts": [{"PartNumber": n, "ETag": e,
@@ -543,7 +546,7 @@ class BotoStore:
         if checksum is not None and checksum.algorithm == "CRC64NVME":
             kw["ChecksumType"] = "FULL_OBJECT"
         # SSE-C: S3 needs the key on Complete when the upload carries checksums.
-        condition = self.options.condition(key, replacing)
+        condition = self.options.condition(key, replacing, create_only)
         kw.update(self.options.sse_c(key), **condition)
         try:
             with no_clobber_errors("CompleteMultipartUpload", key, condition):

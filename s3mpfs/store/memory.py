@@ -241,10 +241,11 @@ class MemoryStore:
             pos += size
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
+                  checksum: Checksum | None = None, replacing: str | None = None,
+                  create_only: bool = False) -> str:
         await self._op("PutObject")
-        extra = self._send("PutObject", key, {**self.options.new_object(key),
-                                              **self.options.condition(key, replacing)})
+        condition = self.options.condition(key, replacing, create_only)
+        extra = self._send("PutObject", key, {**self.options.new_object(key), **condition})
         body = bytes(data)
         stored = _verify(checksum, body)
         try:
@@ -338,10 +339,12 @@ class MemoryStore:
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
         checksum: Checksum | None = None, replacing: str | None = None,
+        create_only: bool = False,
     ) -> str:
         await self._op("CompleteMultipartUpload")
+        condition = self.options.condition(key, replacing, create_only)
         extra = self._send("CompleteMultipartUpload", key,
-                           {**self.options.sse_c(key), **self.options.condition(key, replacing)})
+                           {**self.options.sse_c(key), **condition})
         up = self._upload(key, upload_id)
         self._part_key(key, up, extra)
         if not parts:

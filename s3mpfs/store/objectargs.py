@@ -244,10 +244,17 @@ class ObjectArgs:
             kw["ACL"] = o.acl
         return kw
 
-    def condition(self, key: str, replacing: str | None = None) -> dict[str, Any]:
+    def condition(self, key: str, replacing: str | None = None,
+                  create_only: bool = False) -> dict[str, Any]:
         """PutObject and CompleteMultipartUpload: --no-clobber's precondition. `replacing`:
-        the ETag of the one object this write may replace (the writer's own earlier commit)."""
-        if not self.options.no_clobber or is_internal(key) or is_dir_marker(key):
+        the ETag of the one object this write may replace (the writer's own earlier commit).
+        `create_only` (a file created with O_EXCL): If-None-Match: * on this write whatever
+        the mount's options, so an object another client stored meanwhile is never replaced."""
+        if is_internal(key) or is_dir_marker(key):
+            return {}
+        if create_only and replacing is None:
+            return {"IfNoneMatch": "*"}
+        if not self.options.no_clobber:
             return {}
         return {"IfMatch": replacing} if replacing else {"IfNoneMatch": "*"}
 

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers.servers import Mount
 
 
@@ -74,3 +76,52 @@ def test_append_to_an_object_stored_elsewhere_after_a_listing_keeps_it(
     assert r.returncode == 0, r.stderr
     assert s3.get_object(Bucket=bucket, Key="d/k")["Body"].read() == big + b"tail\n"
     assert s3.get_object(Bucket=bucket, Key="d/t")["Body"].read() == b"touch me not"
+
+
+def test_a_file_being_written_reads_back_through_any_descriptor(
+        mount: Mount, s3: Any, bucket: str) -> None:
+    r = sh("exec 7>f; echo foo >&7; cat f; exec 7>&-", mount.mountpoint)
+    assert (r.returncode, r.stdout) == (0, "foo\n"), r.stderr  # was ENOENT
+    path = mount.mountpoint / "rw.db"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert os.pread(fd, 4, 2) == b"2345"  # was EINVAL, even before any write
+        os.pwrite(fd, b"ab", 4)
+        assert os.pread(fd, 100, 0) == b"0123ab6789"
+        with open(path, "rb") as other:  # another reader, before the close
+            assert other.read() == b"0123ab6789"
+    finally:
+        os.close(fd)
+    assert s3.get_object(Bucket=bucket, Key="rw.db")["Body"].read() == b"0123ab6789"
+
+
+def test_a_file_unlinked_while_open_keeps_its_bytes_until_closed(
+        mount: Mount, s3: Any, bucket: str) -> None:
+    path = mount.mountpoint / "scratch"
+    with open(path, "w+b", buffering=0) as f:
+        f.write(b"first")
+        os.unlink(path)
+        assert not path.exists()
+        f.write(b" second")
+        assert os.fstat(f.fileno()).st_size == 12  # was 0
+        f.seek(0)
+        assert f.read() == b"first second"  # was b""
+    keys = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert keys == []  # nothing stored, then or at the close
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_o_excl_over_an_object_stored_after_a_listing_fails(
+        mount: Mount, s3: Any, bucket: str) -> None:
+    assert os.listdir(mount.mountpoint) == []  # the root's listing, cached
+    s3.put_object(Bucket=bucket, Key="k", Body=b"theirs")
+    try:
+        fd = os.open(mount.mountpoint / "k", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        pass  # the kernel looked it up afresh: refused at once
+    else:
+        os.write(fd, b"mine")
+        with pytest.raises(FileExistsError):
+            os.close(fd)  # the commit's If-None-Match: * refuses it
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"theirs"

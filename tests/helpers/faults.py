@@ -124,10 +124,11 @@ class FaultyStore:
                                     buffers=buffers)
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
+                  checksum: Checksum | None = None, replacing: str | None = None,
+                  create_only: bool = False) -> str:
         await self._enter("put")
         return await self.inner.put(key, data, metadata=metadata, checksum=checksum,
-                                    replacing=replacing)
+                                    replacing=replacing, create_only=create_only)
 
     async def copy(
         self,
@@ -175,11 +176,13 @@ class FaultyStore:
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]], *,
         part_checksums: Mapping[int, Checksum] | None = None,
         checksum: Checksum | None = None, replacing: str | None = None,
+        create_only: bool = False,
     ) -> str:
         await self._enter("complete_upload")
         return await self.inner.complete_upload(key, upload_id, parts,
                                                 part_checksums=part_checksums,
-                                                checksum=checksum, replacing=replacing)
+                                                checksum=checksum, replacing=replacing,
+                                                create_only=create_only)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self._enter("abort_upload")

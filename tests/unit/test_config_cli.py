@@ -321,9 +321,10 @@ async def _read_through(argv: list[str], size: int) -> tuple[list[tuple[int, int
         got = b"".join([bytes(await fs.read(fh, off, 128 * 1024))
                         for off in range(0, size, 128 * 1024)])
         assert got == data
+        assert handle.reader is not None
         ranges = list(handle.reader.ranges)
         await fs.release(fh)
-    return ranges, fs.read_budget.limit
+    return ranges, fs.reads.budget.limit
 
 
 async def test_the_filesystem_reads_with_the_command_lines_read_options() -> None:

@@ -445,10 +445,85 @@ async def test_read_of_an_object_replaced_while_being_read_is_estale(
     assert inode.etag is None  # the next open asks S3
 
 
-async def test_read_on_a_write_handle_is_einval(fs: Filesystem) -> None:
-    _, fh = await _create(fs, "f")
-    assert await _errno(fs.read(fh, 0, 10)) == errno.EINVAL
+# -- reading while writing (readback.py) -----------------------------------------------------
+
+
+async def test_any_descriptor_reads_what_was_written_before_close(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    inode, fh = await _create(fs, "f")
+    await fs.write(fh, 0, b"hello ")
+    await fs.write(fh, 6, b"world")
+    assert bytes(await fs.read(fh, 0, 100)) == b"hello world"  # the writer's own descriptor
+    reader = await fs.open(inode.ino, os.O_RDONLY)  # another process's reader
+    assert bytes(await fs.read(reader, 6, 5)) == b"world"
+    assert "f" not in mem.objects  # nothing stored for it
     await fs.release(fh)
+    assert bytes(await fs.read(reader, 0, 100)) == b"hello world"  # stored now
+    await fs.release(reader)
+
+
+async def test_pread_on_an_o_rdwr_descriptor_of_a_stored_file(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("db", b"0123456789", metadata={})
+    inode = await fs.lookup(ROOT_INODE, "db")
+    fh = await fs.open(inode.ino, os.O_RDWR)
+    assert bytes(await fs.read(fh, 2, 4)) == b"2345"  # before any write: the stored bytes
+    await fs.write(fh, 4, b"ab")
+    assert bytes(await fs.read(fh, 0, 100)) == b"0123ab6789"
+    await fs.release(fh)
+    assert mem.objects["db"].data == b"0123ab6789"
+
+
+async def test_a_large_file_reads_back_what_is_held_and_says_why_not_the_rest(
+        fs: Filesystem, mem: MemoryStore, caplog: pytest.LogCaptureFixture) -> None:
+    _, fh = await _create(fs, "big")
+    data = _data(3 * PART + 100)
+    for off in range(0, len(data), MiB):
+        await fs.write(fh, off, data[off:off + MiB])
+    await trio.testing.wait_all_tasks_blocked()  # parts 2 and 3 acknowledged
+    assert bytes(await fs.read(fh, 10, 20)) == data[10:30]  # part 1: kept until completion
+    assert bytes(await fs.read(fh, 3 * PART, 100)) == data[3 * PART:]  # the filling buffer
+    assert await _errno(fs.read(fh, PART + 5, 10)) == errno.EIO  # in the incomplete upload
+    assert "bytes 5242885-5242895 cannot be read while the file is written" in caplog.text
+    await fs.release(fh)
+    assert mem.objects["big"].data == data
+
+
+async def test_a_file_unlinked_while_open_stays_readable_and_writable_then_goes(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    inode, fh = await _create(fs, "tmp")
+    await fs.write(fh, 0, b"scratch")
+    await fs.flush(fh)  # stored once
+    assert mem.objects["tmp"].data == b"scratch"
+    await fs.unlink(ROOT_INODE, "tmp")
+    assert "tmp" not in mem.objects  # the name and its object go at once
+    assert await _errno(fs.lookup(ROOT_INODE, "tmp")) == errno.ENOENT
+    await fs.write(fh, 7, b" data")
+    assert fs.size_of(inode) == 12  # fstat
+    assert bytes(await fs.read(fh, 0, 100)) == b"scratch data"
+    await fs.flush(fh)  # close() of a copy: stores nothing
+    big = _data(2 * PART)
+    await fs.write(fh, 12, big)  # a part goes to an upload that will never complete
+    await trio.testing.wait_all_tasks_blocked()
+    await fs.release(fh)
+    assert set(mem.objects) == set() and mem.uploads == {}
+
+
+async def test_o_excl_never_replaces_an_object_stored_meanwhile(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    excl = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    _, fh = await fs.create(ROOT_INODE, "k", 0o644, UID, GID, flags=excl)
+    await fs.write(fh, 0, b"mine")
+    await mem.put("k", b"another client's", metadata={})  # lands before our close
+    assert await _errno(fs.flush(fh)) == errno.EEXIST
+    await fs.release(fh)
+    assert mem.objects["k"].data == b"another client's"
+    _, fh = await fs.create(ROOT_INODE, "k2", 0o644, UID, GID, flags=excl)
+    await fs.write(fh, 0, b"one")
+    await fs.flush(fh)
+    await fs.write(fh, 3, b" two")  # a re-commit replaces its own object
+    await fs.release(fh)
+    assert mem.objects["k2"].data == b"one two"
 
 
 # -- read-only -----------------------------------------------------------------------------

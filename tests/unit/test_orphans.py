@@ -65,12 +65,13 @@ class MarkerFaults(MemoryStore):
         self.error = error
 
     async def put(self, key: str, data: Data, *, metadata: Mapping[str, str],
-                  checksum: Checksum | None = None, replacing: str | None = None) -> str:
+                  checksum: Checksum | None = None, replacing: str | None = None,
+                  create_only: bool = False) -> str:
         if key.startswith(MARKER_PREFIX):
             self.counts["PutObject"] += 1
             raise self.error
         return await super().put(key, data, metadata=metadata, checksum=checksum,
-                                 replacing=replacing)
+                                 replacing=replacing, create_only=create_only)
 
     async def delete(self, key: str) -> None:
         if key.startswith(MARKER_PREFIX):

@@ -511,7 +511,7 @@ async def test_file_written_and_closed_reads_back_exactly() -> None:
                         for off in range(0, len(data), 128 * KiB)])
         assert got == data
         await fs.release(fh)
-        assert fs.read_budget.used == 0
+        assert fs.reads.budget.used == 0
 
 
 # -- runs: one GET for several chunks -------------------------------------------------------
