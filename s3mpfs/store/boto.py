@@ -62,6 +62,8 @@ from s3mpfs.store.markers import Markers
 from s3mpfs.store.objectargs import ObjectArgs, Source, no_clobber_errors, warn_refused
 
 log = logging.getLogger(__name__)
+# Requests on an upload id: their "not found" is the upload's.
+_UPLOAD_ID_OPS = {"UploadPart", "ListParts", "CompleteMultipartUpload", "AbortMultipartUpload"}
 T = TypeVar("T")
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -105,7 +107,10 @@ def _map_errors(what: str) -> Iterator[None]:
                 "or copied (S3 RestoreObject, e.g. aws s3api restore-object; then wait until "
                 "HeadObject's Restore says ongoing-request=\"false\")", code=code,
                 status=status) from exc
-        if code == "NoSuchUpload":
+        # Ceph 16 answers NoSuchKey where S3 says NoSuchUpload (a part, a listing or the
+        # Complete of an upload that is gone); UploadPartCopy's NoSuchKey is its source's.
+        if code == "NoSuchUpload" or (code == "NoSuchKey"
+                                      and what.partition(" ")[0] in _UPLOAD_ID_OPS):
             raise NoSuchUpload(text, code=code, status=status) from exc
         if code in _NOT_FOUND or status == 404:
             raise NotFound(text, code=code) from exc
