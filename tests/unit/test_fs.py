@@ -638,3 +638,46 @@ async def test_creates_cost_no_head_where_the_outcome_is_known(
     _, fh = await fs.create(ROOT_INODE, "new", 0o644, UID, GID, flags=plain)  # only cached
     await fs.release(fh)
     assert mem.counts["HeadObject"] == heads + 1
+
+
+# -- the window between a close and the release's store ---------------------------------------
+
+
+@pytest.mark.parametrize("then", ["open", "rename", "chmod", "unlink"])
+async def test_operations_in_the_close_to_store_window_wait_for_the_store(
+        mem: MemoryStore, then: str) -> None:
+    """`touch f && X f`: FUSE sends RELEASE after close() returned, so X may arrive while the
+    release's PutObject is on its way. X waits for it; nothing fails, nothing is lost."""
+    store = FaultyStore(mem)
+    async with trio.open_nursery() as n:
+        fs = Filesystem(store, _opts())
+        fs.start(n)
+        inode, fh = await _create(fs, "f")
+        gate = store.gate("put")
+        n.start_soon(fs.release, fh)  # the empty file's PutObject waits at the gate
+        await trio.testing.wait_all_tasks_blocked()
+        assert "f" not in mem.objects
+        done = trio.Event()
+
+        async def act() -> None:
+            if then == "open":
+                rfh = await fs.open(inode.ino, os.O_RDONLY)
+                assert bytes(await fs.read(rfh, 0, 10)) == b""
+                await fs.release(rfh)
+            elif then == "rename":
+                await fs.rename(ROOT_INODE, "f", ROOT_INODE, "g")
+            elif then == "chmod":
+                await fs.setattr(inode.ino, SetAttr(mode=0o600))
+            else:
+                await fs.unlink(ROOT_INODE, "f")
+            done.set()
+
+        n.start_soon(act)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()  # waits for the store
+        gate.set()
+        await done.wait()
+    want = {"open": {"f"}, "rename": {"g"}, "chmod": {"f"}, "unlink": set()}[then]
+    assert {k for k in mem.objects if not k.startswith(".s3mpfs/")} == want
+    if then == "chmod":
+        assert mem.objects["f"].metadata["mode"] == str(stat.S_IFREG | 0o600)
