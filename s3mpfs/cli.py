@@ -59,7 +59,7 @@ S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concu
                  "dir_mode", "umask", "storage_class", "sse", "sse_kms_key_id",
                  "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl", "read_ahead",
                  "first_read", "read_memory"}
-S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd", "no_clobber"}
+S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd", "no_clobber", "durable_close"}
 # -o spellings of a flag besides its own name
 FLAG_ALIASES = {"noclobber": "no_clobber"}
 
@@ -149,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
                           "(endpoint_url=..., part_size=16M, uid=, gid=, umask=, file_mode=, "
                           "dir_mode=, debug, log_file=...); fstab words (_netdev, noauto, "
                           "nofail, x-systemd.*, ...) are ignored")
+    mnt.add_argument("--durable-close", action="store_true",
+                     help="every close() stores the file, also rsync's temporary files "
+                          "(which are otherwise stored once, under their final name, by the "
+                          "rename that follows; also -o durable_close)")
     mnt.add_argument("--metadata-ttl", metavar="SECONDS", default="5",
                      help="how long attributes and directory listings learnt from S3 are "
                           "trusted (the kernel caches them as long); 0 asks S3 every time "
@@ -286,7 +290,7 @@ def parse_args(argv: list[str]) -> MountConfig:
         uid=os.getuid() if args.uid is None else args.uid,
         gid=os.getgid() if args.gid is None else args.gid,
         read_only=args.read_only, metadata_ttl=metadata_ttl, file_mode=file_mode,
-        dir_mode=dir_mode, no_clobber=objects.no_clobber)
+        dir_mode=dir_mode, no_clobber=objects.no_clobber, durable_close=args.durable_close)
     return MountConfig(
         s3=S3Config(bucket, prefix, args.endpoint_url, args.region, args.profile),
         mountpoint=args.mountpoint, fs=fs, objects=objects,

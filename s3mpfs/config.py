@@ -233,6 +233,8 @@ class FsConfig:
     # --no-clobber: never replace an object (O_TRUNC on one and rename onto one: EEXIST);
     # ObjectOptions.no_clobber puts the condition on the requests.
     no_clobber: bool = False
+    # --durable-close: every close() stores, also of rsync's temporary files (holds.py).
+    durable_close: bool = False
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from s3mpfs.attrstore import AttrStore
 from s3mpfs.config import FsConfig
 from s3mpfs.errors import FsError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
+from s3mpfs.holds import HOLD_WINDOW, Holds
 from s3mpfs.inodes import Inode, Kind
 from s3mpfs.listing import DirEntry
 from s3mpfs.namespace import Namespace
@@ -84,10 +85,12 @@ class Filesystem:
             keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
         self._nursery: trio.Nursery | None = None
         self.attrs = AttrStore(store, self.names, self.handles)
+        self.holds = Holds(self.budget, self.opts.upload.part_size,
+                           enabled=not self.opts.durable_close)
         self.reads = Reads(store, self.names, self.handles, self.opts.read,
                            ReadBudget(self.opts.read.memory_limit), lambda: self.tasks)
-        self.renames = Renamer(store, self.names, self.handles, self.attrs,
-                               no_clobber=self.opts.no_clobber)
+        self.renames = Renamer(store, self.names, self.handles, self.attrs, self.holds,
+                               self._store_held, no_clobber=self.opts.no_clobber)
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
         # a forked child's close from the opener's (openers.py). None: every flush commits.
         self.mount_id: int | None = None
@@ -259,7 +262,8 @@ class Filesystem:
         await self.handles.settled(inode)  # else a release's store could land after the delete
         for handle in self.handles.writers_of(inode):
             handle.upload.detach()  # still read and written through its descriptors
-        await self.store.delete(self.key(inode))
+        if not await self._drop_held(inode):  # a held file was never stored
+            await self.store.delete(self.key(inode))
         self.names.removed(inode.path)
         self.inodes.unlink(inode)
         # A directory that exists only as a prefix vanishes with its last key: ask again.
@@ -312,6 +316,8 @@ class Filesystem:
         if inode.is_dir:
             raise FsError(errno.EISDIR)
         await self.handles.settled(inode)  # `touch f && cat f`: after the release's store
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            await self._store_held(inode)  # a held temporary written again: stored as it is
         writer = self.handles.writer(inode)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             reader = None  # being written: reads go through the writer (readback.py)
@@ -365,6 +371,8 @@ class Filesystem:
         handle = self._handle(fh)
         if not isinstance(handle, WriteHandle) or handle.upload.state is State.NEW:
             return  # nothing written: the shell's `> f` (dup2, then close) must not commit
+        if self.holds.reserve(handle.inode, handle.upload):
+            return  # rsync's temporary file: stored by the rename that follows (holds.py)
         if handle.upload.state is State.DIRTY and self._opener_holds(handle):
             log.debug("%s: flush from a copy of the descriptor; the opener (pid %s) still "
                       "has it open: commit deferred to its close", handle.inode.path,
@@ -385,7 +393,9 @@ class Filesystem:
             await self._commit(handle)
 
     async def _commit(self, handle: WriteHandle) -> None:
-        upload, inode = handle.upload, handle.inode
+        await self._commit_upload(handle.inode, handle.upload)
+
+    async def _commit_upload(self, inode: Inode, upload: Upload) -> None:
         if upload.state in (State.CLEAN, State.DISCARDED) or upload.detached:
             return  # nothing new; or unlinked while open: nothing may appear in S3
         etag = await upload.commit()
@@ -418,6 +428,9 @@ class Filesystem:
 
     async def _release_writer(self, handle: WriteHandle) -> None:
         upload, inode = handle.upload, handle.inode
+        if self.holds.hold(inode, upload, self.tasks, self._store_held):
+            inode.open_handles += 1  # the held upload keeps the inode until it is stored
+            return
         try:
             if upload.detached:
                 await upload.discard()  # aborts what went to S3; the bytes are dropped
@@ -476,7 +489,47 @@ class Filesystem:
     async def shutdown(self) -> None:
         """The mount is going away: uploads still open are aborted, not completed with
         partial data (closed files were committed at close)."""
+        for inode in self.holds.all():
+            await self._store_held(inode)  # closed files are stored, held ones too
         for handle in self.handles.writers():
             await handle.upload.abort("unmounted while open for writing")
             await handle.upload.close()
         await self.attrs.shutdown()
+
+    # -- held files (holds.py) ------------------------------------------------------------
+
+    async def _store_held(self, inode: Inode, new_key: str | None = None) -> None:
+        """Store a held file: under new_key by its rename (errors raised to the rename), or
+        under its own name when no rename came (errors logged: nobody waits any more)."""
+        held = self.holds.take(inode)
+        if held is None:
+            return
+        upload = held.upload
+        try:
+            if new_key is not None:
+                upload.create_only = False  # the rename replaces what is under new_key
+                await upload.rename(new_key, self.renames.move)  # nothing stored: the key
+            await self._commit_upload(inode, upload)
+        except FsError as exc:
+            if new_key is not None:
+                raise FsError(errno.EIO, f"storing {inode.path} as {new_key}: {exc}") from exc
+            log.error("%s: storing the file after its close failed (no rename came within "
+                      "%.0f s): %s", inode.path, HOLD_WINDOW, exc)
+        finally:
+            await upload.close()
+            if self.handles.clear_writer(inode, upload) and upload.state is State.FAILED:
+                inode.forget_attrs()
+            self.holds.done(held)
+            self.inodes.release(inode)
+
+    async def _drop_held(self, inode: Inode) -> bool:
+        """An unlink of a held file: nothing was stored, nothing to delete."""
+        held = self.holds.take(inode)
+        if held is None:
+            return False
+        await held.upload.discard()
+        await held.upload.close()
+        self.handles.clear_writer(inode, held.upload)
+        self.holds.done(held)
+        self.inodes.release(inode)
+        return True

@@ -72,6 +72,18 @@ class PartBudget:
         self.in_flight += 1
         return weight
 
+    def try_acquire(self) -> bool:
+        """One unit now, or False (memory that may be had or done without: a held file's
+        buffer, holds.py); give it back with give_back(). Not counted as a part in flight."""
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def give_back(self) -> None:
+        self._slots.release()
+
     def release(self, weight: int = 1) -> None:
         self.in_flight -= 1
         for _ in range(weight):

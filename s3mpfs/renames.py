@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -19,6 +20,7 @@ from s3mpfs.attrstore import AttrStore
 from s3mpfs.config import MAX_PART_SIZE
 from s3mpfs.errors import FsError
 from s3mpfs.handles import HandleTable
+from s3mpfs.holds import Holds
 from s3mpfs.inodes import Inode, Status
 from s3mpfs.listing import DirEntry
 from s3mpfs.namespace import Namespace
@@ -36,8 +38,13 @@ RENAME_PARALLEL = 16
 
 class Renamer:
     def __init__(self, store: ObjectStore, names: Namespace, handles: HandleTable,
-                 attrs: AttrStore, *, no_clobber: bool = False) -> None:
+                 attrs: AttrStore, holds: Holds,
+                 store_held: Callable[[Inode, str | None], Awaitable[None]], *,
+                 no_clobber: bool = False) -> None:
         self.store, self.names, self.handles, self.attrs = store, names, handles, attrs
+        # A held file (holds.py) is stored by its rename: store_held(inode, new key) makes
+        # the one PutObject under the new name (None: under its own name, before a move).
+        self.holds, self.store_held = holds, store_held
         self.no_clobber = no_clobber
 
     async def rename(self, parent: Inode, name: str, new_parent: Inode, new_name: str,
@@ -79,7 +86,7 @@ class Renamer:
                                               self.names.size_of(inode), time.time(),
                                               inode.etag))
 
-    async def _move(self, src: str, dst: str, etag: str, size: int,
+    async def move(self, src: str, dst: str, etag: str, size: int,
                     metadata: dict[str, str] | None = None) -> str:
         new_etag = await copy_object(self.store, src, dst, size=size, etag=etag,
                                      metadata=metadata)
@@ -98,12 +105,14 @@ class Renamer:
                 await handle.upload.discard()
         self._drop_target(target)
         uploads = [h.upload for h in self.handles.writers_of(inode)]
-        if uploads:
+        if self.holds.get(inode) is not None:  # rsync's temporary: one PutObject, here
+            await self.store_held(inode, new_key)
+        elif uploads:
             old_key = self.names.key(inode)
             # An old object no writer committed (the file was opened with O_TRUNC) goes too.
             stale = inode.etag is not None and all(u.etag is None for u in uploads)
             for upload in uploads:
-                await upload.rename(new_key, self._move)
+                await upload.rename(new_key, self.move)
                 if upload.etag is not None:  # what S3 holds now, under the new name
                     inode.etag, inode.size = upload.etag, upload.committed_size
             if stale:
@@ -119,7 +128,7 @@ class Renamer:
             if inode.etag is None:
                 await self.names.ensure_meta(inode)
             assert inode.etag is not None
-            inode.etag = await self._move(self.names.key(inode), new_key, inode.etag,
+            inode.etag = await self.move(self.names.key(inode), new_key, inode.etag,
                                           inode.size, metadata)
             if folded:
                 inode.attrs_stored()
@@ -130,6 +139,8 @@ class Renamer:
 
     async def _rename_dir(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
         src_prefix, dst_prefix = self.names.dir_key(inode.path), self.names.dir_key(dst_path)
+        for held in self.holds.under(inode.path):  # stored first, then copied with the rest
+            await self.store_held(held, None)
         objects: list[ObjectInfo] = []
         token: str | None = None
         while True:
@@ -156,7 +167,7 @@ class Renamer:
         for handle in self.handles.writers():
             if handle.inode.path.startswith(inode.path + "/"):
                 rest = handle.inode.path[len(inode.path):]
-                await handle.upload.rename(self.names.prefix + dst_path + rest, self._move)
+                await handle.upload.rename(self.names.prefix + dst_path + rest, self.move)
 
         async def delete_one(obj: ObjectInfo) -> None:
             async with limit:

@@ -223,6 +223,12 @@ def test_metadata_ttl_default_flag_and_option() -> None:
     assert parse_args(["bucket", "/mnt", "-o", "metadata_ttl=30"]).fs.metadata_ttl == 30.0
 
 
+def test_durable_close_flag_and_option() -> None:
+    assert parse_args(["bucket", "/m"]).fs.durable_close is False
+    assert parse_args(["bucket", "/m", "--durable-close"]).fs.durable_close is True
+    assert parse_args(["bucket", "/m", "-o", "rw,durable_close"]).fs.durable_close is True
+
+
 def test_bad_bucket_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(["Not_A_Bucket", "/mnt"])
