@@ -84,6 +84,7 @@ class Operations(pyfuse3.Operations):
         a.st_size = size
         a.st_blksize = BLOCK_SIZE
         a.st_blocks = (size + 511) // 512
+        a.st_rdev = inode.rdev
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = inode.mtime_ns
         return a
 
@@ -138,6 +139,27 @@ class Operations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         with _errors("unlink"):
             await self.fs.unlink(parent_inode, _name(name))
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        with _errors("symlink"):
+            return self._attrs(await self.fs.links.symlink(parent_inode, _name(name), target,
+                                                           ctx.uid, ctx.gid))
+
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        with _errors("readlink"):
+            return await self.fs.links.readlink(inode)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> Any:
+        with _errors("mknod"):
+            return self._attrs(await self.fs.links.mknod(parent_inode, _name(name), mode, rdev,
+                                                         ctx.uid, ctx.gid))
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Any) -> Any:
+        with _errors("link"):
+            return self._attrs(await self.fs.links.link(inode, new_parent_inode,
+                                                        _name(new_name)))
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[Any, Any]:

@@ -27,6 +27,7 @@ they show at once. It depends on inodes, listing and the store interface only.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import stat
@@ -35,8 +36,8 @@ from collections.abc import Callable, Iterator
 
 import trio
 
-from s3mpfs.errors import FsError, NotFound
-from s3mpfs.inodes import Inode, InodeTable, Kind, join
+from s3mpfs.errors import FsError, NotFound, StoreError
+from s3mpfs.inodes import ROOT_INODE, Inode, InodeTable, Kind, join
 from s3mpfs.listing import DirEntry, list_dir, valid_name
 from s3mpfs.store.base import ObjectInfo, ObjectStore
 from s3mpfs.store.markers import INTERNAL_DIR
@@ -44,6 +45,13 @@ from s3mpfs.store.markers import INTERNAL_DIR
 log = logging.getLogger(__name__)
 
 KEY_MAX = 1024  # bytes of UTF-8: S3's limit on a key
+# HEADs in flight at once when a readdir reads the x-amz-meta of its entries, and how many
+# entries ahead of the kernel's position one readdir call reads (the kernel takes ~25-100 per
+# call; the rest are answered from what was read).
+HEAD_CONCURRENCY = 32
+META_BATCH = 128
+# Content-Types that make a key without a trailing slash a directory (s3fs-fuse's old style).
+DIR_CONTENT_TYPES = ("application/x-directory", "httpd/unix-directory")
 
 
 class Namespace:
@@ -65,6 +73,12 @@ class Namespace:
         # directories it created (their listing starts empty, and is ours until listed).
         self._gone_here: dict[str, float] = {}
         self._own_listings: set[str] = set()
+        # Directories stored as a key without "/" (s3fs's old `dir`, Content-Type
+        # application/x-directory): path -> that object's ETag.
+        self.dir_objects: dict[str, str] = {}
+        self._heads = trio.CapacityLimiter(HEAD_CONCURRENCY)
+        if prefix:  # the root's attributes live on the PREFIX/ marker (read on first stat)
+            self.inodes[ROOT_INODE].forget_attrs()
 
     # -- names and keys --------------------------------------------------------------------
 
@@ -124,6 +138,20 @@ class Namespace:
         inode.uid, inode.gid = self.inodes.uid, self.inodes.gid
         inode.apply_metadata(info.metadata)
 
+    def is_dir_object(self, path: str, info: ObjectInfo) -> bool:
+        """A key without "/" that stands for a directory (s3fs-fuse's old format): its
+        Content-Type says so, or its x-amz-meta-mode carries S_IFDIR. Remembered."""
+        ctype = (info.content_type or "").partition(";")[0].strip().lower()
+        try:
+            dir_mode = stat.S_ISDIR(int(info.metadata.get("mode", "0")))
+        except ValueError:
+            dir_mode = False
+        if ctype in DIR_CONTENT_TYPES or dir_mode:
+            self.dir_objects[path] = info.etag
+            return True
+        self.dir_objects.pop(path, None)
+        return False
+
     async def head(self, path: str) -> ObjectInfo | None:
         try:
             return await self.store.head(self.prefix + path)
@@ -161,9 +189,10 @@ class Namespace:
         """A directory's mode and times live on its marker object "dir/" (HEAD once)."""
         if inode.known:
             return
-        marker = await self.head(inode.path + "/")
-        if marker is not None:
-            inode.apply_metadata(marker.metadata)
+        key = self.dir_key(inode.path)
+        if key:  # the bucket's root has no marker
+            with contextlib.suppress(NotFound):
+                inode.apply_metadata((await self.store.head(key)).metadata)
         inode.attrs_stored()
 
     # -- resolution --------------------------------------------------------------------------
@@ -195,10 +224,13 @@ class Namespace:
             info, is_dir = await self.head(path), False
         else:
             info, is_dir = await self._stat_remote(path)
-        if is_dir:
-            if info is not None:
+        dir_object = info is not None and self.is_dir_object(path, info)
+        if is_dir or dir_object:
+            if info is not None and not dir_object:
                 log.warning("%r is both an object and a prefix; showing the directory", path)
             inode = self.inodes.upsert(path, Kind.DIR)
+            if info is not None and dir_object and not inode.known:
+                inode.apply_metadata(info.metadata)  # the attributes of s3fs's `dir` object
             await self.dir_meta(inode)
         elif info is not None:
             inode = self.inodes.upsert(path, Kind.FILE)
@@ -220,7 +252,9 @@ class Namespace:
 
     async def refresh(self, inode: Inode) -> None:
         """getattr of a file whose attributes expired: HEAD it again (gone: left as is, the
-        next lookup says ENOENT)."""
+        next lookup says ENOENT). The root of a prefix mount: its marker, once."""
+        if inode.ino == ROOT_INODE:
+            await self.dir_meta(inode)
         if (inode.is_dir or inode.status.writing or inode.status.changed
                 or inode.open_handles or inode.expiry.fresh()):
             return
@@ -285,7 +319,11 @@ class Namespace:
         return not (others or page.prefixes or writing)
 
     def entry_inode(self, parent_path: str, entry: DirEntry) -> Inode:
-        inode = self.inodes.upsert(join(parent_path, entry.name), entry.kind)
+        path = join(parent_path, entry.name)
+        kind = entry.kind
+        if kind is Kind.FILE and entry.etag and self.dir_objects.get(path) == entry.etag:
+            kind = Kind.DIR  # s3fs's `dir` object, known from a HEAD
+        inode = self.inodes.upsert(path, kind)
         if entry.kind is Kind.FILE and not inode.status.writing and (
                 entry.etag != inode.etag or inode.etag is None):
             # A new or changed object: listing attributes until a lookup HEADs it.
@@ -294,6 +332,47 @@ class Namespace:
             inode.attrs_listed()
         self.renew(inode)
         return inode
+
+    async def read_meta(self, dir_path: str, entries: list[DirEntry]) -> None:
+        """Read the x-amz-meta of entries whose attributes this mount does not know, so a
+        readdirplus shows stored modes, owners, times and types, never defaults: one HEAD per
+        file (a directory: of its marker), HEAD_CONCURRENCY at once. What this mount wrote,
+        or read while the ETag is unchanged, costs nothing."""
+        todo = [(entry, inode) for entry in entries
+                if not (inode := self.entry_inode(dir_path, entry)).known
+                and not inode.status.writing]
+        if not todo:
+            return
+        failures: list[StoreError] = []
+
+        async def read(entry: DirEntry, inode: Inode) -> None:
+            async with self._heads:
+                try:
+                    await self._read_entry(dir_path, entry, inode)
+                except StoreError as exc:
+                    failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for entry, inode in todo:
+                nursery.start_soon(read, entry, inode)
+        if failures:
+            raise failures[0]
+
+    async def _read_entry(self, dir_path: str, entry: DirEntry, inode: Inode) -> None:
+        if inode.is_dir:
+            await self.dir_meta(inode)
+            return
+        info = await self.head(inode.path)
+        if info is None:
+            return  # gone since the listing: the next lookup says ENOENT
+        if self.is_dir_object(inode.path, info):
+            directory = self.entry_inode(dir_path, entry)
+            directory.apply_metadata(info.metadata)
+            directory.attrs_stored()
+            return
+        if inode.status.writing or inode.known:
+            return  # opened or changed here meanwhile: ours wins
+        self.set_file_info(inode, info)
 
     def entries_from(self, dir_inode: Inode, entries: list[DirEntry],
                      start: int) -> Iterator[tuple[str, Inode, bool]]:
