@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ import trio
 from s3mpfs.errors import FsError, StoreError, errno_for
 from s3mpfs.fs import Filesystem, SetAttr
 from s3mpfs.inodes import Inode
+from s3mpfs.namespace import META_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +118,21 @@ class Operations(pyfuse3.Operations):
             return self.fs.opendir(inode)
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        # In batches of META_BATCH entries, each with its stored attributes read first (the
+        # kernel's buffer may take thousands of entries in one call).
         with _errors("readdir"):
-            for index, (name, inode, counted) in enumerate(
-                    await self.fs.readdir(fh, start_id), start=start_id + 1):
-                if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode), index):
-                    break
-                if counted:
-                    self.fs.remember(inode)
+            index = start_id
+            while True:
+                batch = list(itertools.islice(await self.fs.readdir(fh, index), META_BATCH))
+                for name, inode, counted in batch:
+                    index += 1
+                    if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode),
+                                                 index):
+                        return
+                    if counted:
+                        self.fs.remember(inode)
+                if len(batch) < META_BATCH:
+                    return
 
     async def releasedir(self, fh: int) -> None:
         self.fs.releasedir(fh)
