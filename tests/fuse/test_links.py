@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.s3proxy import S3Proxy
-from tests.helpers.servers import Mount, S3Server
+from tests.helpers.servers import Mount, S3Server, wait_for
 
 T = 1_500_000_000  # a fixed past mtime, far from "now"
 
@@ -232,3 +233,64 @@ def test_ls_l_of_a_fresh_directory_costs_one_head_per_object(
         for i in range(50):
             assert not os.path.exists(m.mountpoint / "d" / f"missing{i}")
         assert proxy.counts().get("HeadObject", 0) == 0, proxy.counts()
+
+
+@contextlib.contextmanager
+def s3fs_mounted(bucket: str, server: S3Server, tmp_path: Path) -> Iterator[Path]:
+    """Debian's s3fs-fuse on the same bucket (options from shared/reference/test-servers.md)."""
+    if shutil.which("s3fs") is None:
+        pytest.skip("s3fs-fuse is not installed (scripts/setup.sh installs it with apt-get "
+                    "where the distribution has it)")
+    mnt = tmp_path / "s3fs"
+    mnt.mkdir()
+    passwd = tmp_path / "s3fs.passwd"
+    passwd.write_text(f"{server.access_key}:{server.secret_key}\n")
+    passwd.chmod(0o600)
+    opts = (f"url={server.url},use_path_request_style,passwd_file={passwd},"
+            f"endpoint={server.region},stat_cache_expire=1")
+    log = (tmp_path / "s3fs.log").open("wb")
+    proc = subprocess.Popen(["s3fs", bucket, str(mnt), "-f", "-o", opts], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"s3fs exited with {proc.returncode}: "
+                                   f"{(tmp_path / 's3fs.log').read_text()}")
+            return os.path.ismount(mnt)
+        wait_for(up, 30, "s3fs mount")
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_s3fs_reads_our_links_and_we_read_its_links(
+        fuse: None, bucket: str, s3: Any, server: S3Server, tmp_path: Path) -> None:
+    with mounted(bucket, server.url, tmp_path, "mnt") as m:
+        os.symlink("dir/target", m.mountpoint / "ours")
+        os.utime(m.mountpoint / "ours", (T, T), follow_symlinks=False)
+        (m.mountpoint / "f").write_bytes(b"data")
+        os.chmod(m.mountpoint / "f", 0o640)
+        os.utime(m.mountpoint / "f", (T, T))
+        os.mkfifo(m.mountpoint / "fifo", 0o600)
+    with s3fs_mounted(bucket, server, tmp_path) as theirs:
+        assert os.readlink(theirs / "ours") == "dir/target"
+        assert os.lstat(theirs / "ours").st_mtime == T
+        st = os.stat(theirs / "f")
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o640, T)
+        assert stat.S_ISFIFO(os.lstat(theirs / "fifo").st_mode)
+        os.symlink("/abs/their/target", theirs / "s3fs-link")
+        os.mkfifo(theirs / "s3fs-fifo")
+        (theirs / "s3fs-file").write_bytes(b"x")
+        os.chmod(theirs / "s3fs-file", 0o604)
+    with mounted(bucket, server.url, tmp_path, "again") as m:
+        assert os.readlink(m.mountpoint / "s3fs-link") == "/abs/their/target"
+        assert stat.S_ISFIFO(os.lstat(m.mountpoint / "s3fs-fifo").st_mode)
+        assert stat.S_IMODE(os.stat(m.mountpoint / "s3fs-file").st_mode) == 0o604
+        listed = {p.name: p for p in m.mountpoint.iterdir()}
+        assert listed["s3fs-link"].is_symlink()
