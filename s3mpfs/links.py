@@ -91,6 +91,8 @@ class Links:
         cached = self._targets.get(inode.ino)
         if cached is not None and cached[0] == inode.etag:
             return cached[1]
+        if inode.size == 0:
+            return b""  # not a link s3fs or we would write; nothing to fetch
         key = self.names.key(inode)
         try:
             target = await self.store.get_range(key, 0, inode.size, if_match=inode.etag)

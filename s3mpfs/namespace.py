@@ -14,9 +14,12 @@ whose x-amz-meta we do not know costs one HEAD, so rsync sees the stored mtime);
 cache; otherwise a HEAD of the key and a one-key listing of the prefix, concurrently. A miss
 in a directory without a listing lists its first page (one request) and keeps it when that
 page is the whole directory, so the many lookups of new names that cp -r, tar and rsync make
-cost nothing. ListObjectsV2 carries no x-amz-meta, so readdirplus shows listing attributes
-(LastModified as mtime) for objects not HEADed yet; metadata already read is kept while the
-ETag is unchanged.
+cost nothing. ListObjectsV2 carries no x-amz-meta, so before readdir hands entries to the
+kernel (readdirplus: their attributes are cached as the truth) read_meta HEADs those whose
+x-amz-meta this mount does not know, HEAD_CONCURRENCY at once: attributes and the file type
+are always the stored ones, never defaults. Metadata already read is kept while the ETag is
+unchanged; what this mount wrote is known. A key without "/" whose Content-Type is
+application/x-directory (s3fs-fuse's old directories) is a directory once a HEAD saw it.
 
 The internal directory (INTERNAL_DIR at the bucket's root: upload markers) is never a name:
 listings skip it and lookups of it fail with ENOENT without asking S3.
