@@ -346,20 +346,20 @@ class Namespace:
                 and not inode.status.writing]
         if not todo:
             return
-        failures: list[StoreError] = []
 
         async def read(entry: DirEntry, inode: Inode) -> None:
             async with self._heads:
                 try:
                     await self._read_entry(dir_path, entry, inode)
                 except StoreError as exc:
-                    failures.append(exc)
+                    # One object S3 will not HEAD (another SSE-C key, a policy) must not fail
+                    # the whole directory: it is listed as not known, which the kernel is told
+                    # not to cache (fuse_ops), so a stat of it asks again and fails alone.
+                    log.warning("%s: could not read its attributes: %s", inode.path, exc)
 
         async with trio.open_nursery() as nursery:
             for entry, inode in todo:
                 nursery.start_soon(read, entry, inode)
-        if failures:
-            raise failures[0]
 
     async def _read_entry(self, dir_path: str, entry: DirEntry, inode: Inode) -> None:
         if inode.is_dir:

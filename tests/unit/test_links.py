@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from s3mpfs.config import MiB, UploadConfig
-from s3mpfs.errors import FsError
+from s3mpfs.errors import AccessDenied, FsError
 from s3mpfs.fs import Filesystem, FsOptions, SetAttr
 from s3mpfs.inodes import ROOT_INODE, Inode
 from s3mpfs.store.memory import MemoryStore
@@ -281,3 +281,21 @@ async def test_root_attributes_of_a_prefix_mount_live_on_its_marker(
     fresh = _fs(mem, nursery, prefix="p/")
     root = await fresh.getattr(ROOT_INODE)
     assert stat.S_IMODE(root.mode) == 0o710 and root.mtime_ns == T * 10**9
+
+
+async def test_an_object_s3_will_not_head_does_not_fail_the_directory(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("d/ok", b"x", metadata=_meta(stat.S_IFREG | 0o600))
+    await mem.put("d/refused", b"x", metadata=_meta(stat.S_IFREG | 0o600))
+    d = await fs.lookup(ROOT_INODE, "d")
+    real_head = mem.head
+
+    async def head(key: str) -> object:
+        if key == "d/refused":
+            raise AccessDenied("denied", code="AccessDenied")
+        return await real_head(key)
+
+    mem.head = head  # type: ignore[method-assign,assignment]
+    listed = await _ls(fs, d.ino)
+    assert stat.S_IMODE(listed["ok"].mode) == 0o600
+    assert not listed["refused"].known  # not cached by the kernel (fuse_ops: timeout 0)
