@@ -30,7 +30,6 @@ they show at once. It depends on inodes, listing and the store interface only.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import stat
@@ -79,6 +78,7 @@ class Namespace:
         # Directories stored as a key without "/" (s3fs's old `dir`, Content-Type
         # application/x-directory): path -> that object's ETag.
         self.dir_objects: dict[str, str] = {}
+        self._shadowing: dict[str, str] = {}  # directories listed beside an object `dir`
         self._heads = trio.CapacityLimiter(HEAD_CONCURRENCY)
         if prefix:  # the root's attributes live on the PREFIX/ marker (read on first stat)
             self.inodes[ROOT_INODE].forget_attrs()
@@ -194,9 +194,20 @@ class Namespace:
             return
         key = self.dir_key(inode.path)
         if key:  # the bucket's root has no marker
-            with contextlib.suppress(NotFound):
+            try:
                 inode.apply_metadata((await self.store.head(key)).metadata)
+            except NotFound:
+                await self._dir_object_meta(inode)
         inode.attrs_stored()
+
+    async def _dir_object_meta(self, inode: Inode) -> None:
+        """No `dir/` marker, but a listing showed an object `dir` beside the prefix: if it is
+        s3fs-fuse's directory object, the directory's attributes are its."""
+        if inode.path not in self._shadowing:
+            return
+        info = await self.head(inode.path)
+        if info is not None and self.is_dir_object(inode.path, info):
+            inode.apply_metadata(info.metadata)
 
     # -- resolution --------------------------------------------------------------------------
 
@@ -327,6 +338,8 @@ class Namespace:
         if kind is Kind.FILE and entry.etag and self.dir_objects.get(path) == entry.etag:
             kind = Kind.DIR  # s3fs's `dir` object, known from a HEAD
         inode = self.inodes.upsert(path, kind)
+        if kind is Kind.DIR and entry.etag:
+            self._shadowing[path] = entry.etag
         if entry.kind is Kind.FILE and not inode.status.writing and (
                 entry.etag != inode.etag or inode.etag is None):
             # A new or changed object: listing attributes until a lookup HEADs it.

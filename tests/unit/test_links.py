@@ -299,3 +299,17 @@ async def test_an_object_s3_will_not_head_does_not_fail_the_directory(
     listed = await _ls(fs, d.ino)
     assert stat.S_IMODE(listed["ok"].mode) == 0o600
     assert not listed["refused"].known  # not cached by the kernel (fuse_ops: timeout 0)
+
+
+async def test_mv_of_an_s3fs_directory_object_leaves_no_old_name(
+        fs: Filesystem, mem: MemoryStore, nursery: trio.Nursery) -> None:
+    await mem.put("olddir", b"", metadata=_meta(stat.S_IFDIR | 0o750))
+    mem.objects["olddir"].props["ContentType"] = "application/x-directory"
+    await mem.put("olddir/f", b"x", metadata={})
+    olddir = await fs.lookup(ROOT_INODE, "olddir")
+    assert olddir.is_dir
+    await fs.rename(ROOT_INODE, "olddir", ROOT_INODE, "newdir")
+    assert sorted(mem.objects) == ["newdir/", "newdir/f"]
+    assert int(mem.objects["newdir/"].metadata["mode"]) == stat.S_IFDIR | 0o750
+    listed = await _ls(_fs(mem, nursery))
+    assert set(listed) == {"newdir"} and stat.S_IMODE(listed["newdir"].mode) == 0o750
