@@ -12,7 +12,8 @@ where a change can ride on a request that is made anyway, it does:
     rsync'd file instead of 4). A daemon crash inside the window loses that attribute change
     (never data; the next rsync re-sends the file);
   * everything else: one CopyObject onto itself now, pinned to the ETag we know (a directory:
-    its marker PUT again).
+    its marker PUT again; the root of a prefix mount: the PREFIX/ marker; the bucket's root
+    has no key, so its attributes are kept in memory for the life of the mount).
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class AttrStore:
         ETag we know; a directory's marker is written again."""
         inode.attrs_stored()
         if inode.is_dir:
-            await self.store.put(self.names.dir_key(inode.path), b"",
-                                 metadata=inode.metadata())
+            key = self.names.dir_key(inode.path)
+            if key:  # the bucket's root has no marker: its attributes stay in memory
+                await self.store.put(key, b"", metadata=inode.metadata())
             return
         old = inode.etag
         key = self.names.key(inode)

@@ -21,6 +21,7 @@ from s3mpfs.config import (
     DEFAULT_PART_SIZE,
     DEFAULT_READ_MEMORY,
     DEFAULT_UPLOAD_CONCURRENCY,
+    HARD_LINKS,
     INITIAL_WINDOW,
     MAX_PARTS,
     MAX_WINDOW,
@@ -58,7 +59,7 @@ S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concu
                  "memory_limit", "max_parts", "checksum", "log_file", "uid", "gid", "file_mode",
                  "dir_mode", "umask", "storage_class", "sse", "sse_kms_key_id",
                  "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl", "read_ahead",
-                 "first_read", "read_memory"}
+                 "first_read", "read_memory", "hard_links"}
 S3MPFS_FLAGS = {"foreground", "debug", "read_only", "systemd", "no_clobber", "durable_close"}
 # -o spellings of a flag besides its own name
 FLAG_ALIASES = {"noclobber": "no_clobber"}
@@ -157,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long attributes and directory listings learnt from S3 are "
                           "trusted (the kernel caches them as long); 0 asks S3 every time "
                           "(also -o metadata_ttl=); default %(default)s")
+    mnt.add_argument("--hard-links", metavar="refuse|copy", default="refuse",
+                     help="link(): refuse (EOPNOTSUPP, as s3fs-fuse) or copy (a server-side "
+                          "copy: the new name is an independent file, later changes to one do "
+                          "not show in the other); also -o hard_links=; default %(default)s")
     perm = p.add_argument_group(
         "permissions",
         "Without -o allow_other only the mounting user (and nobody else, not even root)\n"
@@ -290,13 +295,20 @@ def parse_args(argv: list[str]) -> MountConfig:
         uid=os.getuid() if args.uid is None else args.uid,
         gid=os.getgid() if args.gid is None else args.gid,
         read_only=args.read_only, metadata_ttl=metadata_ttl, file_mode=file_mode,
-        dir_mode=dir_mode, no_clobber=objects.no_clobber, durable_close=args.durable_close)
+        dir_mode=dir_mode, no_clobber=objects.no_clobber, durable_close=args.durable_close,
+        hard_links=_hard_links(parser, args.hard_links))
     return MountConfig(
         s3=S3Config(bucket, prefix, args.endpoint_url, args.region, args.profile),
         mountpoint=args.mountpoint, fs=fs, objects=objects,
         foreground=args.foreground or args.systemd, debug=args.debug, log_file=args.log_file,
         fuse_options=tuple(fuse_options), systemd=args.systemd,
     )
+
+
+def _hard_links(parser: argparse.ArgumentParser, value: str) -> str:
+    if value not in HARD_LINKS:
+        parser.error(f"--hard-links: {value!r} is not one of {', '.join(HARD_LINKS)}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

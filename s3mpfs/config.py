@@ -212,6 +212,9 @@ class ObjectOptions:
                               f"{', '.join(CANNED_ACLS)}")
 
 
+HARD_LINKS = ("refuse", "copy")
+
+
 @dataclass(frozen=True)
 class FsConfig:
     """What the filesystem (fs.Filesystem) takes."""
@@ -235,6 +238,14 @@ class FsConfig:
     no_clobber: bool = False
     # --durable-close: every close() stores, also of rsync's temporary files (holds.py).
     durable_close: bool = False
+    # --hard-links: "refuse" (link() fails with EOPNOTSUPP, as s3fs-fuse) or "copy" (link()
+    # makes an independent server-side copy).
+    hard_links: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.hard_links not in HARD_LINKS:
+            raise ValueError(f"--hard-links: {self.hard_links!r} is not one of "
+                             f"{', '.join(HARD_LINKS)}")
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ from s3mpfs.errors import FsError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
 from s3mpfs.holds import HOLD_WINDOW, Holds
 from s3mpfs.inodes import Inode, Kind
+from s3mpfs.links import Links
 from s3mpfs.listing import DirEntry
-from s3mpfs.namespace import Namespace
+from s3mpfs.namespace import META_BATCH, Namespace
 from s3mpfs.prefetch import ReadBudget
 from s3mpfs.readback import Reads
 from s3mpfs.renames import Renamer
@@ -91,6 +92,8 @@ class Filesystem:
                            ReadBudget(self.opts.read.memory_limit), lambda: self.tasks)
         self.renames = Renamer(store, self.names, self.handles, self.attrs, self.holds,
                                self._store_held, no_clobber=self.opts.no_clobber)
+        self.links = Links(store, self.names, self.handles, read_only=self.opts.read_only,
+                           hard_links=self.opts.hard_links)  # symlink, readlink, mknod, link
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
         # a forked child's close from the opener's (openers.py). None: every flush commits.
         self.mount_id: int | None = None
@@ -218,6 +221,8 @@ class Filesystem:
             raise FsError(errno.EBADF)
         if start == 0 or handle.entries is None:
             handle.entries = await self.names.read_dir(handle.inode)
+        first = max(0, start - 2)  # stored attributes, never defaults (namespace.read_meta)
+        await self.names.read_meta(handle.inode.path, handle.entries[first:first + META_BATCH])
         return self.names.entries_from(handle.inode, handle.entries, start)
 
     def releasedir(self, fh: int) -> None:
@@ -249,6 +254,8 @@ class Filesystem:
         if not await self.names.dir_is_empty(inode):
             raise FsError(errno.ENOTEMPTY)
         await self.store.delete(self.names.dir_key(inode.path))
+        if self.names.dir_objects.pop(inode.path, None) is not None:  # s3fs's old `dir`
+            await self.store.delete(self.key(inode))
         self.names.removed(inode.path)
         self.names.dropped(inode.path)
         self.inodes.unlink(inode)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ import trio
 from s3mpfs.errors import FsError, StoreError, errno_for
 from s3mpfs.fs import Filesystem, SetAttr
 from s3mpfs.inodes import Inode
+from s3mpfs.namespace import META_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +79,15 @@ class Operations(pyfuse3.Operations):
         size = self.fs.size_of(inode)
         a.st_ino = inode.ino
         a.generation = 0
-        a.entry_timeout = a.attr_timeout = self.fs.opts.metadata_ttl
+        # Attributes whose x-amz-meta was not read (a HEAD failed) are not to be cached.
+        a.entry_timeout = a.attr_timeout = self.fs.opts.metadata_ttl if inode.known else 0
         a.st_mode = inode.mode
         a.st_nlink = 2 if inode.is_dir else 1
         a.st_uid, a.st_gid = inode.uid, inode.gid
         a.st_size = size
         a.st_blksize = BLOCK_SIZE
         a.st_blocks = (size + 511) // 512
+        a.st_rdev = inode.rdev
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = inode.mtime_ns
         return a
 
@@ -115,13 +119,21 @@ class Operations(pyfuse3.Operations):
             return self.fs.opendir(inode)
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        # In batches of META_BATCH entries, each with its stored attributes read first (the
+        # kernel's buffer may take thousands of entries in one call).
         with _errors("readdir"):
-            for index, (name, inode, counted) in enumerate(
-                    await self.fs.readdir(fh, start_id), start=start_id + 1):
-                if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode), index):
-                    break
-                if counted:
-                    self.fs.remember(inode)
+            index = start_id
+            while True:
+                batch = list(itertools.islice(await self.fs.readdir(fh, index), META_BATCH))
+                for name, inode, counted in batch:
+                    index += 1
+                    if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode),
+                                                 index):
+                        return
+                    if counted:
+                        self.fs.remember(inode)
+                if len(batch) < META_BATCH:
+                    return
 
     async def releasedir(self, fh: int) -> None:
         self.fs.releasedir(fh)
@@ -138,6 +150,27 @@ class Operations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         with _errors("unlink"):
             await self.fs.unlink(parent_inode, _name(name))
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        with _errors("symlink"):
+            return self._attrs(await self.fs.links.symlink(parent_inode, _name(name), target,
+                                                           ctx.uid, ctx.gid))
+
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        with _errors("readlink"):
+            return await self.fs.links.readlink(inode)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> Any:
+        with _errors("mknod"):
+            return self._attrs(await self.fs.links.mknod(parent_inode, _name(name), mode, rdev,
+                                                         ctx.uid, ctx.gid))
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Any) -> Any:
+        with _errors("link"):
+            return self._attrs(await self.fs.links.link(inode, new_parent_inode,
+                                                        _name(new_name)))
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[Any, Any]:

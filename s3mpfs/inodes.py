@@ -24,8 +24,17 @@ ROOT_INODE = InodeT(1)  # pyfuse3.ROOT_INODE
 
 
 class Kind(enum.Enum):
+    """FILE is every object that is not a directory: a regular file, a symbolic link, a FIFO,
+    a socket or a device. Which one is the type bits of its mode (from x-amz-meta-mode, as
+    s3fs-fuse stores them), so a HEAD that finds a link does not change the inode's kind."""
+
     FILE = "file"
     DIR = "dir"
+
+
+# Object types that x-amz-meta-mode may carry for a non-directory key (s3fs-fuse's formats).
+OBJECT_TYPES = frozenset({stat.S_IFREG, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK,
+                          stat.S_IFCHR, stat.S_IFBLK})
 
 
 class Status(enum.Enum):
@@ -88,6 +97,7 @@ class Inode:
     status: Status = Status.LISTED
     expiry: Expiry = field(default_factory=Expiry)
     committed_at: float = 0.0  # monotonic time this mount last stored the object
+    rdev: int = 0  # device number of a character or block device (x-amz-meta-rdev)
 
     # -- status transitions (the only writers of `status`) -------------------------------
 
@@ -126,22 +136,44 @@ class Inode:
     def is_dir(self) -> bool:
         return self.kind is Kind.DIR
 
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    @property
+    def is_regular(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
     def metadata(self) -> dict[str, str]:
         """x-amz-meta-* headers, named and formatted as s3fs-fuse does (rclone reads mtime)."""
         sec, nsec = divmod(self.mtime_ns, 1_000_000_000)
-        return {"mode": str(self.mode), "uid": str(self.uid), "gid": str(self.gid),
+        meta = {"mode": str(self.mode), "uid": str(self.uid), "gid": str(self.gid),
                 "mtime": f"{sec}.{nsec:09d}" if nsec else str(sec)}
+        if self.rdev:
+            meta["rdev"] = str(self.rdev)
+        return meta
 
     def apply_metadata(self, meta: Mapping[str, str]) -> None:
-        """Take mode/uid/gid/mtime from x-amz-meta-*; ignore what is absent or malformed."""
+        """Take mode/uid/gid/mtime/rdev from x-amz-meta-*; ignore what is absent or malformed.
+        The type is the stored one (a link, a FIFO, ...); a directory stays a directory, and
+        a mode without type bits (or a directory's on a file key) means a regular file."""
         if self.status is Status.LISTED:
             self.status = Status.STORED
         try:
             mode = int(meta["mode"])
-            wanted = stat.S_IFDIR if self.is_dir else stat.S_IFREG
-            self.mode = wanted | stat.S_IMODE(mode)
+            kind = stat.S_IFMT(mode)
+            if self.is_dir:
+                kind = stat.S_IFDIR
+            elif kind not in OBJECT_TYPES:
+                kind = stat.S_IFREG
+            self.mode = kind | stat.S_IMODE(mode)
         except (KeyError, ValueError):
             pass
+        try:
+            self.rdev = int(meta["rdev"]) if stat.S_ISCHR(self.mode) or stat.S_ISBLK(
+                self.mode) else 0
+        except (KeyError, ValueError):
+            self.rdev = 0
         for name in ("uid", "gid"):
             with contextlib.suppress(KeyError, ValueError):
                 setattr(self, name, int(meta[name]))

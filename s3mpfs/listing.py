@@ -25,7 +25,7 @@ class DirEntry:
     kind: Kind
     size: int = 0
     mtime: float = 0.0
-    etag: str | None = None
+    etag: str | None = None  # a directory's: of an object under its name without "/"
 
 
 def valid_name(name: str) -> bool:
@@ -50,7 +50,9 @@ async def list_dir(store: ObjectStore, dir_key: str,
             if name == INTERNAL_DIR and not dir_key:  # upload markers: never shown
                 continue
             if valid_name(name):
-                entries[name] = DirEntry(name, Kind.DIR)
+                shadowed = entries.get(name)  # an object `name` on an earlier page
+                entries[name] = DirEntry(name, Kind.DIR,
+                                         etag=shadowed.etag if shadowed is not None else None)
             else:
                 log.warning("skipping prefix %r: not a valid directory name", p)
         for o in page.objects:
@@ -61,6 +63,8 @@ async def list_dir(store: ObjectStore, dir_key: str,
                 log.warning("skipping key %r: not a valid file name", o.key)
             elif name in entries:
                 log.warning("key %r is both a file and a prefix; showing the directory", o.key)
+                # its ETag marks the directory's entry: it may be s3fs's `dir` object
+                entries[name] = DirEntry(name, Kind.DIR, etag=o.etag)
             else:
                 entries[name] = DirEntry(name, Kind.FILE, o.size, o.mtime, o.etag)
         token = page.next_token

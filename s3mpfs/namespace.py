@@ -14,9 +14,12 @@ whose x-amz-meta we do not know costs one HEAD, so rsync sees the stored mtime);
 cache; otherwise a HEAD of the key and a one-key listing of the prefix, concurrently. A miss
 in a directory without a listing lists its first page (one request) and keeps it when that
 page is the whole directory, so the many lookups of new names that cp -r, tar and rsync make
-cost nothing. ListObjectsV2 carries no x-amz-meta, so readdirplus shows listing attributes
-(LastModified as mtime) for objects not HEADed yet; metadata already read is kept while the
-ETag is unchanged.
+cost nothing. ListObjectsV2 carries no x-amz-meta, so before readdir hands entries to the
+kernel (readdirplus: their attributes are cached as the truth) read_meta HEADs those whose
+x-amz-meta this mount does not know, HEAD_CONCURRENCY at once: attributes and the file type
+are always the stored ones, never defaults. Metadata already read is kept while the ETag is
+unchanged; what this mount wrote is known. A key without "/" whose Content-Type is
+application/x-directory (s3fs-fuse's old directories) is a directory once a HEAD saw it.
 
 The internal directory (INTERNAL_DIR at the bucket's root: upload markers) is never a name:
 listings skip it and lookups of it fail with ENOENT without asking S3.
@@ -35,8 +38,8 @@ from collections.abc import Callable, Iterator
 
 import trio
 
-from s3mpfs.errors import FsError, NotFound
-from s3mpfs.inodes import Inode, InodeTable, Kind, join
+from s3mpfs.errors import FsError, NotFound, StoreError
+from s3mpfs.inodes import ROOT_INODE, Inode, InodeTable, Kind, join
 from s3mpfs.listing import DirEntry, list_dir, valid_name
 from s3mpfs.store.base import ObjectInfo, ObjectStore
 from s3mpfs.store.markers import INTERNAL_DIR
@@ -44,6 +47,13 @@ from s3mpfs.store.markers import INTERNAL_DIR
 log = logging.getLogger(__name__)
 
 KEY_MAX = 1024  # bytes of UTF-8: S3's limit on a key
+# HEADs in flight at once when a readdir reads the x-amz-meta of its entries, and how many
+# entries ahead of the kernel's position one readdir call reads (the kernel takes ~25-100 per
+# call; the rest are answered from what was read).
+HEAD_CONCURRENCY = 32
+META_BATCH = 128
+# Content-Types that make a key without a trailing slash a directory (s3fs-fuse's old style).
+DIR_CONTENT_TYPES = ("application/x-directory", "httpd/unix-directory")
 
 
 class Namespace:
@@ -65,6 +75,13 @@ class Namespace:
         # directories it created (their listing starts empty, and is ours until listed).
         self._gone_here: dict[str, float] = {}
         self._own_listings: set[str] = set()
+        # Directories stored as a key without "/" (s3fs's old `dir`, Content-Type
+        # application/x-directory): path -> that object's ETag.
+        self.dir_objects: dict[str, str] = {}
+        self._shadowing: dict[str, str] = {}  # directories listed beside an object `dir`
+        self._heads = trio.CapacityLimiter(HEAD_CONCURRENCY)
+        if prefix:  # the root's attributes live on the PREFIX/ marker (read on first stat)
+            self.inodes[ROOT_INODE].forget_attrs()
 
     # -- names and keys --------------------------------------------------------------------
 
@@ -124,6 +141,20 @@ class Namespace:
         inode.uid, inode.gid = self.inodes.uid, self.inodes.gid
         inode.apply_metadata(info.metadata)
 
+    def is_dir_object(self, path: str, info: ObjectInfo) -> bool:
+        """A key without "/" that stands for a directory (s3fs-fuse's old format): its
+        Content-Type says so, or its x-amz-meta-mode carries S_IFDIR. Remembered."""
+        ctype = (info.content_type or "").partition(";")[0].strip().lower()
+        try:
+            dir_mode = stat.S_ISDIR(int(info.metadata.get("mode", "0")))
+        except ValueError:
+            dir_mode = False
+        if ctype in DIR_CONTENT_TYPES or dir_mode:
+            self.dir_objects[path] = info.etag
+            return True
+        self.dir_objects.pop(path, None)
+        return False
+
     async def head(self, path: str) -> ObjectInfo | None:
         try:
             return await self.store.head(self.prefix + path)
@@ -161,10 +192,22 @@ class Namespace:
         """A directory's mode and times live on its marker object "dir/" (HEAD once)."""
         if inode.known:
             return
-        marker = await self.head(inode.path + "/")
-        if marker is not None:
-            inode.apply_metadata(marker.metadata)
+        key = self.dir_key(inode.path)
+        if key:  # the bucket's root has no marker
+            try:
+                inode.apply_metadata((await self.store.head(key)).metadata)
+            except NotFound:
+                await self._dir_object_meta(inode)
         inode.attrs_stored()
+
+    async def _dir_object_meta(self, inode: Inode) -> None:
+        """No `dir/` marker, but a listing showed an object `dir` beside the prefix: if it is
+        s3fs-fuse's directory object, the directory's attributes are its."""
+        if inode.path not in self._shadowing:
+            return
+        info = await self.head(inode.path)
+        if info is not None and self.is_dir_object(inode.path, info):
+            inode.apply_metadata(info.metadata)
 
     # -- resolution --------------------------------------------------------------------------
 
@@ -195,10 +238,13 @@ class Namespace:
             info, is_dir = await self.head(path), False
         else:
             info, is_dir = await self._stat_remote(path)
-        if is_dir:
-            if info is not None:
+        dir_object = info is not None and self.is_dir_object(path, info)
+        if is_dir or dir_object:
+            if info is not None and not dir_object:
                 log.warning("%r is both an object and a prefix; showing the directory", path)
             inode = self.inodes.upsert(path, Kind.DIR)
+            if info is not None and dir_object and not inode.known:
+                inode.apply_metadata(info.metadata)  # the attributes of s3fs's `dir` object
             await self.dir_meta(inode)
         elif info is not None:
             inode = self.inodes.upsert(path, Kind.FILE)
@@ -220,7 +266,9 @@ class Namespace:
 
     async def refresh(self, inode: Inode) -> None:
         """getattr of a file whose attributes expired: HEAD it again (gone: left as is, the
-        next lookup says ENOENT)."""
+        next lookup says ENOENT). The root of a prefix mount: its marker, once."""
+        if inode.ino == ROOT_INODE:
+            await self.dir_meta(inode)
         if (inode.is_dir or inode.status.writing or inode.status.changed
                 or inode.open_handles or inode.expiry.fresh()):
             return
@@ -285,7 +333,13 @@ class Namespace:
         return not (others or page.prefixes or writing)
 
     def entry_inode(self, parent_path: str, entry: DirEntry) -> Inode:
-        inode = self.inodes.upsert(join(parent_path, entry.name), entry.kind)
+        path = join(parent_path, entry.name)
+        kind = entry.kind
+        if kind is Kind.FILE and entry.etag and self.dir_objects.get(path) == entry.etag:
+            kind = Kind.DIR  # s3fs's `dir` object, known from a HEAD
+        inode = self.inodes.upsert(path, kind)
+        if kind is Kind.DIR and entry.etag:
+            self._shadowing[path] = entry.etag
         if entry.kind is Kind.FILE and not inode.status.writing and (
                 entry.etag != inode.etag or inode.etag is None):
             # A new or changed object: listing attributes until a lookup HEADs it.
@@ -294,6 +348,47 @@ class Namespace:
             inode.attrs_listed()
         self.renew(inode)
         return inode
+
+    async def read_meta(self, dir_path: str, entries: list[DirEntry]) -> None:
+        """Read the x-amz-meta of entries whose attributes this mount does not know, so a
+        readdirplus shows stored modes, owners, times and types, never defaults: one HEAD per
+        file (a directory: of its marker), HEAD_CONCURRENCY at once. What this mount wrote,
+        or read while the ETag is unchanged, costs nothing."""
+        todo = [(entry, inode) for entry in entries
+                if not (inode := self.entry_inode(dir_path, entry)).known
+                and not inode.status.writing]
+        if not todo:
+            return
+
+        async def read(entry: DirEntry, inode: Inode) -> None:
+            async with self._heads:
+                try:
+                    await self._read_entry(dir_path, entry, inode)
+                except StoreError as exc:
+                    # One object S3 will not HEAD (another SSE-C key, a policy) must not fail
+                    # the whole directory: it is listed as not known, which the kernel is told
+                    # not to cache (fuse_ops), so a stat of it asks again and fails alone.
+                    log.warning("%s: could not read its attributes: %s", inode.path, exc)
+
+        async with trio.open_nursery() as nursery:
+            for entry, inode in todo:
+                nursery.start_soon(read, entry, inode)
+
+    async def _read_entry(self, dir_path: str, entry: DirEntry, inode: Inode) -> None:
+        if inode.is_dir:
+            await self.dir_meta(inode)
+            return
+        info = await self.head(inode.path)
+        if info is None:
+            return  # gone since the listing: the next lookup says ENOENT
+        if self.is_dir_object(inode.path, info):
+            directory = self.entry_inode(dir_path, entry)
+            directory.apply_metadata(info.metadata)
+            directory.attrs_stored()
+            return
+        if inode.status.writing or inode.known:
+            return  # opened or changed here meanwhile: ours wins
+        self.set_file_info(inode, info)
 
     def entries_from(self, dir_inode: Inode, entries: list[DirEntry],
                      start: int) -> Iterator[tuple[str, Inode, bool]]:

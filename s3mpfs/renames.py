@@ -162,7 +162,9 @@ class Renamer:
         async with trio.open_nursery() as nursery:
             for obj in objects:
                 nursery.start_soon(copy_one, obj)
-        if not objects:  # an implicit, empty directory: give the new name a marker
+        # s3fs's old `dir` object (no slash): the new name gets a marker, the old key goes
+        legacy = self.names.dir_objects.pop(inode.path, None) is not None
+        if not objects or legacy:  # an implicit, empty directory: give the new name a marker
             await self.store.put(dst_prefix, b"", metadata=inode.metadata())
         for handle in self.handles.writers():
             if handle.inode.path.startswith(inode.path + "/"):
@@ -176,6 +178,8 @@ class Renamer:
         async with trio.open_nursery() as nursery:
             for obj in objects:
                 nursery.start_soon(delete_one, obj)
+        if legacy:
+            await self.store.delete(self.names.prefix + inode.path)
         self.names.dropped(inode.path)
         log.info("renamed directory %s -> %s: %d objects copied", inode.path, dst_path,
                  len(objects))

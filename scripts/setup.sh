@@ -52,6 +52,12 @@ else
     say "system packages present (fuse3 libfuse3-dev pkg-config rsync, C compiler, Python headers)"
 fi
 
+# s3fs-fuse: tests/fuse/test_links.py mounts it beside s3mpfs on the same bucket (that test
+# skips, saying why, where s3fs cannot be installed). Best effort: never fails the setup.
+if ! command -v s3fs >/dev/null 2>&1; then
+    apt_install s3fs || say "s3fs could not be installed: its interoperability test will skip"
+fi
+
 # 2. The virtualenv. A failed `python3 -m venv` (Debian without python3-venv: no ensurepip)
 #    leaves a .venv without pip behind, so "usable" means "its python can run pip".
 if .venv/bin/python -m pip --version >/dev/null 2>&1; then

@@ -50,6 +50,7 @@ class ObjectInfo:
     mtime: float  # LastModified, seconds since the epoch
     metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-*, HEAD only
     checksum: Checksum | None = None  # the stored object's checksum, HEAD only
+    content_type: str | None = None  # Content-Type, HEAD only
 
 
 @dataclass(frozen=True)

@@ -352,7 +352,7 @@ class BotoStore:
         self.options.known.learn(key, Source(
             r["ETag"], r.get("StorageClass") or "STANDARD", r.get("ContentType"), metadata))
         return ObjectInfo(key, r["ContentLength"], r["ETag"], _mtime(r.get("LastModified")),
-                          metadata, _stored_checksum(r))
+                          metadata, _stored_checksum(r), r.get("ContentType"))
 
     async def list_page(
         self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,

@@ -180,7 +180,7 @@ class MemoryStore:
         obj = self._get(key)
         self._readable(key, obj, extra, archived_ok=True)  # HEAD works on archived objects
         return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata),
-                          obj.checksum)
+                          obj.checksum, obj.props.get("ContentType"))
 
     async def list_page(
         self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
