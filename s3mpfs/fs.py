@@ -33,11 +33,10 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
-from s3mpfs import openers, xattrs
+from s3mpfs import openers
 from s3mpfs.attrstore import AttrStore
 from s3mpfs.config import FsConfig
 from s3mpfs.errors import FsError
@@ -47,8 +46,9 @@ from s3mpfs.listing import DirEntry
 from s3mpfs.namespace import Namespace
 from s3mpfs.prefetch import ReadBudget, Reader
 from s3mpfs.renames import Renamer
-from s3mpfs.store.base import ObjectInfo, ObjectStore
+from s3mpfs.store.base import ObjectStore
 from s3mpfs.upload import Existing, PartBudget, State, Upload
+from s3mpfs.xattrops import XattrOps
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class SetAttr:
     uid: int | None = None
     gid: int | None = None
     mtime_ns: int | None = None
+    atime_ns: int | None = None
 
 
 class Filesystem:
@@ -86,6 +87,7 @@ class Filesystem:
         self.attrs = AttrStore(store, self.names, self.handles)
         self.renames = Renamer(store, self.names, self.handles, self.attrs,
                                no_clobber=self.opts.no_clobber)
+        self.xattr_ops = XattrOps(self.names, self.handles, self.attrs, self.opts, self.budget)
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
         # a forked child's close from the opener's (openers.py). None: every flush commits.
         self.mount_id: int | None = None
@@ -160,8 +162,10 @@ class Filesystem:
                 await writer.truncate(attr.size)
             else:
                 await self._truncate_closed(inode, attr.size)
+        if not inode.known and writer is None:
+            await self.xattr_ops.read_meta(inode)  # the change keeps the rest
         changed = False
-        for name in ("mode", "uid", "gid", "mtime_ns"):
+        for name in ("mode", "uid", "gid", "mtime_ns", "atime_ns"):
             value = getattr(attr, name)
             if value is not None:
                 if name == "mode":
@@ -169,6 +173,7 @@ class Filesystem:
                 changed |= getattr(inode, name) != value
                 setattr(inode, name, value)
         if changed:
+            inode.changed_now()
             await self.attrs.changed(inode, writer)
         return inode
 
@@ -177,6 +182,7 @@ class Filesystem:
         server side when >= 5 MiB, else fetched; growth is zero-filled)."""
         await self.names.ensure_meta(inode)
         inode.mtime_ns = time.time_ns()  # truncate(2) changes the mtime
+        inode.changed_now()
         existing = Existing(inode.etag, inode.size) if inode.etag is not None else None
         upload = self._new_upload(inode, existing)
         try:
@@ -226,11 +232,13 @@ class Filesystem:
         inode = self.inodes.upsert(path, Kind.DIR)
         inode.mode, inode.uid, inode.gid = stat.S_IFDIR | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns = time.time_ns()
+        inode.forget_meta()
         inode.attrs_stored()  # by the PUT below
         await self.store.put(self.names.dir_key(path), b"", metadata=inode.metadata())
         self.names.renew(inode)
         inode.lookups += 1
         self.names.created_dir(path)
+        self.names.dir(parent_ino).entries_changed()
         return inode
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
@@ -245,6 +253,7 @@ class Filesystem:
         self.names.removed(inode.path)
         self.names.dropped(inode.path)
         self.inodes.unlink(inode)
+        parent.entries_changed()
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         self._writable()
@@ -261,6 +270,7 @@ class Filesystem:
         self.inodes.unlink(inode)
         # A directory that exists only as a prefix vanishes with its last key: ask again.
         parent.expiry.expire()
+        parent.entries_changed()
 
     # -- files ---------------------------------------------------------------------------
 
@@ -290,9 +300,11 @@ class Filesystem:
         inode = self.inodes.upsert(path, Kind.FILE)
         inode.mode, inode.uid, inode.gid = stat.S_IFREG | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns, inode.size, inode.etag = time.time_ns(), 0, None
+        inode.forget_meta()
         fh = self._open_writer(inode, opener=pid)
         inode.lookups += 1
         self.names.created(path, DirEntry(name, Kind.FILE))
+        self.names.dir(parent_ino).entries_changed()
         return inode, fh
 
     def _open_writer(self, inode: Inode, existing: Existing | None = None,
@@ -330,6 +342,7 @@ class Filesystem:
                             "--no-clobber keeps it", inode.path)
                 raise FsError(errno.EEXIST, "--no-clobber: the object exists")
             inode.mtime_ns = time.time_ns()  # stat shows the writer's size meanwhile
+            inode.changed_now()
             return self._open_writer(inode, opener=pid)
         # Without O_TRUNC the file keeps its bytes: append (O_APPEND, or writes at the end),
         # in-place edits of small files, truncate. The object is the upload's lazy base.
@@ -384,7 +397,7 @@ class Filesystem:
         if not isinstance(handle, WriteHandle):
             raise FsError(errno.EBADF)
         written = await handle.upload.write(offset, data)
-        handle.inode.mtime_ns = time.time_ns()
+        handle.inode.mtime_ns = handle.inode.ctime_ns = time.time_ns()
         return written
 
     async def flush(self, fh: int) -> None:
@@ -463,34 +476,19 @@ class Filesystem:
                 inode.forget_attrs()
                 self.attrs.carried(inode)
 
-    # -- extended attributes: read-only, served by s3mpfs/xattrs.py -----------------------
+    # -- extended attributes: xattrops.py (stored user.* and computed ones) ---------------
 
     async def getxattr(self, ino: int, name: str) -> bytes:
-        value = await xattrs.get(self, self.names.inode(ino), name)
-        if value is None:
-            raise FsError(errno.ENODATA)
-        return value
+        return await self.xattr_ops.get(ino, name)
 
     async def listxattr(self, ino: int) -> list[str]:
-        return await xattrs.names(self, self.names.inode(ino))
+        return await self.xattr_ops.names_of(ino)
 
-    # What xattrs.py may see of the filesystem (its Source protocol), nothing more.
+    async def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
+        await self.xattr_ops.set(ino, name, value, flags)
 
-    def writer(self, inode: Inode) -> Upload | None:
-        return self.handles.writer(inode)
-
-    def uploads(self) -> list[tuple[str, Upload]]:
-        return [(h.inode.path, h.upload) for h in self.handles.writers()]
-
-    def mount_facts(self) -> dict[str, Any]:
-        return {"prefix": self.opts.prefix, "read_only": self.opts.read_only,
-                "part_size": self.opts.upload.part_size,
-                "parts_in_flight": self.budget.in_flight,
-                "max_parts_in_flight": self.budget.max_parts}
-
-    async def stored(self, inode: Inode) -> ObjectInfo | None:
-        """What S3 holds under a file's key now (one HEAD)."""
-        return None if inode.is_dir else await self.names.head(inode.path)
+    async def removexattr(self, ino: int, name: str) -> None:
+        await self.xattr_ops.remove(ino, name)
 
     def statfs(self) -> dict[str, int]:
         # S3 has no capacity to report; claim plenty so tools that check free space proceed.

@@ -74,6 +74,9 @@ class Renamer:
             await self._rename_dir(inode, dst_path, target)
         else:
             await self._rename_file(inode, dst_path, target)
+        inode.changed_now()  # in memory; stored by the copy when it carries the metadata
+        parent.entries_changed()
+        new_parent.entries_changed()
         self.names.removed(src_path)
         self.names.created(dst_path, DirEntry(dst_path.rpartition("/")[2], inode.kind,
                                               self.names.size_of(inode), time.time(),
@@ -111,7 +114,8 @@ class Renamer:
         else:
             metadata = None
             folded = inode.status is Status.CHANGED
-            if folded:  # a folded chmod/utimens rides on this copy
+            if folded or inode.known:  # a folded chmod/utimens rides on this copy, and ctime
+                inode.changed_now()
                 metadata = inode.metadata()
             elif inode.size > MAX_PART_SIZE:  # beyond CopyObject: a multipart copy
                 await self.names.ensure_meta(inode)

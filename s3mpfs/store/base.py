@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from s3mpfs.checksums import Checksum
 
@@ -50,6 +50,9 @@ class ObjectInfo:
     mtime: float  # LastModified, seconds since the epoch
     metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-*, HEAD only
     checksum: Checksum | None = None  # the stored object's checksum, HEAD only
+    # Content-Type, Cache-Control, Content-Disposition, Content-Encoding, Content-Language,
+    # Expires as boto3 names them (ContentType, CacheControl, ...), HEAD only
+    headers: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
