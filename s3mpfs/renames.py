@@ -68,13 +68,13 @@ class Renamer:
                 raise FsError(errno.ENOTDIR)
             if target.is_dir and not await self.names.dir_is_empty(target):
                 raise FsError(errno.ENOTEMPTY)
+        inode.changed_now()  # stored by a file's copy when it carries the metadata
         if inode.is_dir:
             if dst_path.startswith(src_path + "/"):
                 raise FsError(errno.EINVAL, "cannot move a directory into itself")
             await self._rename_dir(inode, dst_path, target)
         else:
             await self._rename_file(inode, dst_path, target)
-        inode.changed_now()  # in memory; stored by the copy when it carries the metadata
         parent.entries_changed()
         new_parent.entries_changed()
         self.names.removed(src_path)
@@ -115,7 +115,6 @@ class Renamer:
             metadata = None
             folded = inode.status is Status.CHANGED
             if folded or inode.known:  # a folded chmod/utimens rides on this copy, and ctime
-                inode.changed_now()
                 metadata = inode.metadata()
             elif inode.size > MAX_PART_SIZE:  # beyond CopyObject: a multipart copy
                 await self.names.ensure_meta(inode)
