@@ -270,8 +270,10 @@ class ObjectArgs:
         if self.options.storage_class is None and not is_dir_marker(dst_key):
             needs.add("class")  # directory markers stay in S3's default class
         mode = self.options.content_type
-        if metadata is not None:
-            if mode == "none" or (mode == "auto" and src_key == dst_key):
+        if metadata is not None:  # keep the object's type unless the name's type changes
+            if mode == "none" or (mode == "auto" and (
+                    src_key == dst_key
+                    or self.content_type(src_key) == self.content_type(dst_key))):
                 needs.add("type")
         elif mode == "auto" and src_key != dst_key and \
                 self.content_type(src_key) != self.content_type(dst_key):
