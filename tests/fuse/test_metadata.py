@@ -4,6 +4,7 @@ remount (a fresh daemon knows only what S3 holds)."""
 
 from __future__ import annotations
 
+import datetime
 import errno
 import os
 import shutil
@@ -147,9 +148,10 @@ def test_tree_with_xattrs_round_trips_through_a_remount(
 
 def test_foreign_headers_and_metadata_survive_chmod_chown_touch_and_rename(
         mount: Mount, s3: Any, bucket: str) -> None:
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     for key in ("a.bin", "b.bin"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"payload", Metadata=FOREIGN,
-                      ContentType="application/x-app", **HEADERS)
+                      ContentType="application/x-app", Expires=expires, **HEADERS)
     mnt = mount.mountpoint
     ok(f"chmod 600 {mnt}/a.bin && chown 123:456 {mnt}/a.bin && touch -d @1600000000 {mnt}/a.bin")
     ok(f"setfattr -n user.k -v v {mnt}/a.bin")
@@ -158,6 +160,7 @@ def test_foreign_headers_and_metadata_survive_chmod_chown_touch_and_rename(
         head = s3.head_object(Bucket=bucket, Key=key)
         assert {k: head.get(k) for k in HEADERS} == HEADERS, key
         assert head["ContentType"] == ctype, key
+        assert head["Expires"] == expires, key
         assert {k: head["Metadata"].get(k) for k in FOREIGN} == FOREIGN, key
     meta = s3.head_object(Bucket=bucket, Key="a2.bin")["Metadata"]
     assert (meta["mode"], meta["uid"], meta["gid"], meta["mtime"]) == (
