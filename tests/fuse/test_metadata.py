@@ -148,7 +148,7 @@ def test_tree_with_xattrs_round_trips_through_a_remount(
 
 def test_foreign_headers_and_metadata_survive_chmod_chown_touch_and_rename(
         mount: Mount, s3: Any, bucket: str) -> None:
-    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     for key in ("a.bin", "b.bin"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"payload", Metadata=FOREIGN,
                       ContentType="application/x-app", Expires=expires, **HEADERS)
