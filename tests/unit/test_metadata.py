@@ -4,6 +4,7 @@ xattrcodec, inodes) on MemoryStore, without FUSE."""
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from collections.abc import AsyncIterator, Awaitable
 
@@ -261,3 +262,20 @@ async def test_rename_moves_ctime_and_stores_it(fs: Filesystem, mem: MemoryStore
 def _fmt(ns: int) -> str:
     sec, nsec = divmod(ns, 10**9)
     return f"{sec}.{nsec:09d}" if nsec else str(sec)
+
+
+async def test_rewrites_keep_xattrs_and_foreign_metadata(
+        fs: Filesystem, mem: MemoryStore) -> None:
+    """An append or an O_TRUNC overwrite replaces the object but not the inode: on a disk its
+    xattrs stay, and so do they here (and an application's own x-amz-meta-*)."""
+    await mem.put("f", b"data", metadata=dict(FOREIGN))
+    inode = await fs.lookup(ROOT_INODE, "f")
+    await fs.setxattr(inode.ino, "user.k", BINARY)
+    for flags, data in ((os.O_WRONLY | os.O_APPEND, b"more"), (os.O_WRONLY | os.O_TRUNC, b"x")):
+        fh = await fs.open(inode.ino, flags)
+        await fs.write(fh, 4 if flags & os.O_APPEND else 0, data)
+        await fs.release(fh)
+        meta = mem.objects["f"].metadata
+        assert xattrcodec.decode(meta["xattr"]) == {"user.k": BINARY}, flags
+        assert {k: meta[k] for k in FOREIGN} == FOREIGN, flags
+    assert mem.objects["f"].data == b"x"
