@@ -2,8 +2,10 @@
 
 An inode is named by its path below the mount's prefix ("" is the root). Its key in S3 is
 prefix + path for a file and prefix + path + "/" for a directory marker. Attributes come from
-HEAD (x-amz-meta-mode/uid/gid/mtime, the names s3fs-fuse uses) or from listings (size and
-LastModified only), and are trusted for `ttl` seconds before lookup asks S3 again.
+HEAD (x-amz-meta-mode/uid/gid/mtime/atime/ctime and the xattrs in x-amz-meta-xattr, the names
+s3fs-fuse uses; every other x-amz-meta-* is kept as it is and written back with them) or from
+listings (size and LastModified only), and are trusted for `ttl` seconds before lookup asks S3
+again.
 
 Lifetime follows the kernel's lookup count (pyfuse3 gotchas: drop in forget, not in unlink):
 an inode leaves the table when the kernel has forgotten it and no handle holds it.
