@@ -115,9 +115,11 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False,
+                            headers: Mapping[str, Any] | None = None) -> str:
         """mark: also write the upload's marker (best effort, markers.py), which this store
-        deletes once it completes or aborts the upload."""
+        deletes once it completes or aborts the upload. headers: Cache-Control & co.
+        (objectargs.SYSTEM_HEADERS, boto3's names) for the new object."""
         ...
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,

@@ -499,8 +499,9 @@ class BotoStore:
                          lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
-        extra = self.options.new_object(key)
+                            checksum_algorithm: str | None = None, mark: bool = False,
+                            headers: Mapping[str, Any] | None = None) -> str:
+        extra = self.options.new_object(key, headers)
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": dict(metadata),
                               **extra}
         if checksum_algorithm:

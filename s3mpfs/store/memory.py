@@ -305,9 +305,11 @@ class MemoryStore:
         self.objects.pop(key, None)
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False,
+                            headers: Mapping[str, Any] | None = None) -> str:
         await self._op("CreateMultipartUpload")
-        extra = self._send("CreateMultipartUpload", key, self.options.new_object(key))
+        extra = self._send("CreateMultipartUpload", key,
+                           self.options.new_object(key, headers))
         upload_id = f"mem-upload-{next(self._ids)}"
         self.uploads[upload_id] = _Upload(key, _meta(metadata), time.time(),
                                           algorithm=checksum_algorithm, props=extra)

@@ -239,10 +239,11 @@ class ObjectArgs:
 
     # requests
 
-    def new_object(self, key: str) -> dict[str, Any]:
-        """PutObject and CreateMultipartUpload."""
+    def new_object(self, key: str, headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """PutObject and CreateMultipartUpload; `headers`: SYSTEM_HEADERS to set as well (a
+        multipart copy keeping its source's)."""
         o = self.options
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = system_headers(headers or {})
         storage_class = self.storage_class(key)
         if storage_class:
             kw["StorageClass"] = storage_class

@@ -266,6 +266,16 @@ async def test_head_returns_system_headers_and_replacing_copies_keep_them(
     assert moved.metadata["md5chksum"] == "abc"
 
 
+async def test_multipart_upload_sets_the_headers_it_is_given(store: ObjectStore) -> None:
+    """objcopy.py's multipart copy (> 5 GiB) keeps its source's Cache-Control & co. so."""
+    upload_id = await store.create_upload("mp.bin", metadata={"m": "1"}, headers=HEADERS)
+    etag = await store.upload_part("mp.bin", upload_id, 1, b"x")
+    await store.complete_upload("mp.bin", upload_id, [(1, etag)])
+    info = await store.head("mp.bin")
+    assert {k: info.headers.get(k) for k in HEADERS} == HEADERS
+    assert info.metadata == {"m": "1"}
+
+
 async def test_copy_onto_itself_needs_new_metadata(store: ObjectStore) -> None:
     """fs.py changes x-amz-meta-* with CopyObject onto the same key (REPLACE); S3 refuses a
     self-copy that changes nothing."""

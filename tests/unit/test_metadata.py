@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable
 import pytest
 import trio
 
-from s3mpfs import xattrcodec
+from s3mpfs import objcopy, xattrcodec
 from s3mpfs.config import MiB, UploadConfig
 from s3mpfs.errors import FsError
 from s3mpfs.fs import Filesystem, FsOptions, SetAttr
@@ -279,3 +279,21 @@ async def test_rewrites_keep_xattrs_and_foreign_metadata(
         assert xattrcodec.decode(meta["xattr"]) == {"user.k": BINARY}, flags
         assert {k: meta[k] for k in FOREIGN} == FOREIGN, flags
     assert mem.objects["f"].data == b"x"
+
+
+async def test_a_multipart_copy_keeps_cache_control_and_co(
+        fs: Filesystem, mem: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects over 5 GiB are copied part by part: a new object, which keeps the source's
+    Cache-Control & co. only because the copy sends them (5 GiB shrunk to 4 bytes here)."""
+    monkeypatch.setattr(objcopy, "MAX_PART_SIZE", 3)
+    monkeypatch.setattr(objcopy, "copy_ranges", lambda size: [(0, size)])
+    await mem.put("big.bin", b"data", metadata=dict(FOREIGN))
+    mem.objects["big.bin"].props.update(CacheControl="no-cache", ContentLanguage="fr")
+    inode = await fs.lookup(ROOT_INODE, "big.bin")
+    await fs.setattr(inode.ino, SetAttr(mode=0o600))
+    await fs.rename(ROOT_INODE, "big.bin", ROOT_INODE, "moved.bin")
+    assert mem.counts["UploadPartCopy"] == 2 and mem.counts["CopyObject"] == 0
+    obj = mem.objects["moved.bin"]
+    assert (obj.props["CacheControl"], obj.props["ContentLanguage"]) == ("no-cache", "fr")
+    assert {k: obj.metadata[k] for k in FOREIGN} == FOREIGN
+    assert obj.metadata["mode"] == str(stat.S_IFREG | 0o600) and obj.data == b"data"
