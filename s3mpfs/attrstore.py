@@ -1,4 +1,4 @@
-"""Storing attribute changes (chmod, chown, utimens) in S3, and when.
+"""Storing attribute changes (chmod, chown, utimens, setxattr/removexattr) in S3, and when.
 
 S3 has no way to change an object's x-amz-meta-* but to copy the object onto itself, so
 where a change can ride on a request that is made anyway, it does:

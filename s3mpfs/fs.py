@@ -33,16 +33,15 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
-from s3mpfs import openers, xattrs
+from s3mpfs import openers
 from s3mpfs.attrstore import AttrStore
 from s3mpfs.config import FsConfig
 from s3mpfs.errors import FsError
 from s3mpfs.handles import DirHandle, FileHandleT, HandleTable, ReadHandle, WriteHandle
-from s3mpfs.holds import HOLD_WINDOW, Holds
+from s3mpfs.holds import Holds
 from s3mpfs.inodes import Inode, Kind
 from s3mpfs.links import Links
 from s3mpfs.listing import DirEntry
@@ -50,8 +49,9 @@ from s3mpfs.namespace import META_BATCH, Namespace
 from s3mpfs.prefetch import ReadBudget
 from s3mpfs.readback import Reads
 from s3mpfs.renames import Renamer
-from s3mpfs.store.base import ObjectInfo, ObjectStore
+from s3mpfs.store.base import ObjectStore
 from s3mpfs.upload import Existing, PartBudget, State, Upload
+from s3mpfs.xattrops import XattrOps
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class SetAttr:
     uid: int | None = None
     gid: int | None = None
     mtime_ns: int | None = None
+    atime_ns: int | None = None
 
 
 class Filesystem:
@@ -86,14 +87,16 @@ class Filesystem:
             keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
         self._nursery: trio.Nursery | None = None
         self.attrs = AttrStore(store, self.names, self.handles)
-        self.holds = Holds(self.budget, self.opts.upload.part_size,
+        self.holds = Holds(self.budget, self.opts.upload.part_size, self.handles, self.inodes,
+                           commit=self._commit_upload, move=lambda *a: self.renames.move(*a),
                            enabled=not self.opts.durable_close)
         self.reads = Reads(store, self.names, self.handles, self.opts.read,
                            ReadBudget(self.opts.read.memory_limit), lambda: self.tasks)
         self.renames = Renamer(store, self.names, self.handles, self.attrs, self.holds,
-                               self._store_held, no_clobber=self.opts.no_clobber)
+                               no_clobber=self.opts.no_clobber)
         self.links = Links(store, self.names, self.handles, read_only=self.opts.read_only,
                            hard_links=self.opts.hard_links)  # symlink, readlink, mknod, link
+        self.xattr_ops = XattrOps(self.names, self.handles, self.attrs, self.opts, self.budget)
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
         # a forked child's close from the opener's (openers.py). None: every flush commits.
         self.mount_id: int | None = None
@@ -170,8 +173,10 @@ class Filesystem:
                 await writer.truncate(attr.size)
             else:
                 await self._truncate_closed(inode, attr.size)
+        if not inode.known and writer is None:
+            await self.xattr_ops.read_meta(inode)  # the change keeps the rest
         changed = False
-        for name in ("mode", "uid", "gid", "mtime_ns"):
+        for name in ("mode", "uid", "gid", "mtime_ns", "atime_ns"):
             value = getattr(attr, name)
             if value is not None:
                 if name == "mode":
@@ -179,6 +184,7 @@ class Filesystem:
                 changed |= getattr(inode, name) != value
                 setattr(inode, name, value)
         if changed:
+            inode.changed_now()
             await self.attrs.changed(inode, writer)
         return inode
 
@@ -187,6 +193,7 @@ class Filesystem:
         server side when >= 5 MiB, else fetched; growth is zero-filled)."""
         await self.names.ensure_meta(inode)
         inode.mtime_ns = time.time_ns()  # truncate(2) changes the mtime
+        inode.changed_now()
         existing = Existing(inode.etag, inode.size) if inode.etag is not None else None
         upload = self._new_upload(inode, existing)
         try:
@@ -238,11 +245,13 @@ class Filesystem:
         inode = self.inodes.upsert(path, Kind.DIR)
         inode.mode, inode.uid, inode.gid = stat.S_IFDIR | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns = time.time_ns()
+        inode.forget_meta()
         inode.attrs_stored()  # by the PUT below
         await self.store.put(self.names.dir_key(path), b"", metadata=inode.metadata())
         self.names.renew(inode)
         inode.lookups += 1
         self.names.created_dir(path)
+        self.names.dir(parent_ino).entries_changed()
         return inode
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
@@ -259,6 +268,7 @@ class Filesystem:
         self.names.removed(inode.path)
         self.names.dropped(inode.path)
         self.inodes.unlink(inode)
+        parent.entries_changed()
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         self._writable()
@@ -269,12 +279,13 @@ class Filesystem:
         await self.handles.settled(inode)  # else a release's store could land after the delete
         for handle in self.handles.writers_of(inode):
             handle.upload.detach()  # still read and written through its descriptors
-        if not await self._drop_held(inode):  # a held file was never stored
+        if not await self.holds.drop(inode):  # a held file was never stored
             await self.store.delete(self.key(inode))
         self.names.removed(inode.path)
         self.inodes.unlink(inode)
         # A directory that exists only as a prefix vanishes with its last key: ask again.
         parent.expiry.expire()
+        parent.entries_changed()
 
     # -- files ---------------------------------------------------------------------------
 
@@ -304,9 +315,11 @@ class Filesystem:
         inode = self.inodes.upsert(path, Kind.FILE)
         inode.mode, inode.uid, inode.gid = stat.S_IFREG | stat.S_IMODE(mode), uid, gid
         inode.mtime_ns, inode.size, inode.etag = time.time_ns(), 0, None
+        inode.forget_meta()
         fh = self._open_writer(inode, opener=pid, create_only=bool(flags & os.O_EXCL))
         inode.lookups += 1
         self.names.created(path, DirEntry(name, Kind.FILE))
+        self.names.dir(parent_ino).entries_changed()
         return inode, fh
 
     def _open_writer(self, inode: Inode, existing: Existing | None = None,
@@ -324,7 +337,7 @@ class Filesystem:
             raise FsError(errno.EISDIR)
         await self.handles.settled(inode)  # `touch f && cat f`: after the release's store
         if flags & os.O_ACCMODE != os.O_RDONLY:
-            await self._store_held(inode)  # a held temporary written again: stored as it is
+            await self.holds.store(inode)  # a held temporary written again: stored as it is
         writer = self.handles.writer(inode)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             reader = None  # being written: reads go through the writer (readback.py)
@@ -343,6 +356,7 @@ class Filesystem:
                             "--no-clobber keeps it", inode.path)
                 raise FsError(errno.EEXIST, "--no-clobber: the object exists")
             inode.mtime_ns = time.time_ns()  # stat shows the writer's size meanwhile
+            inode.changed_now()
             return self._open_writer(inode, opener=pid)
         # Without O_TRUNC the file keeps its bytes: append (O_APPEND, or writes at the end),
         # in-place edits of small files, truncate. The object is the upload's lazy base.
@@ -368,7 +382,7 @@ class Filesystem:
         if not isinstance(handle, WriteHandle):
             raise FsError(errno.EBADF)
         written = await handle.upload.write(offset, data)
-        handle.inode.mtime_ns = time.time_ns()
+        handle.inode.mtime_ns = handle.inode.ctime_ns = time.time_ns()
         return written
 
     async def flush(self, fh: int) -> None:
@@ -435,7 +449,7 @@ class Filesystem:
 
     async def _release_writer(self, handle: WriteHandle) -> None:
         upload, inode = handle.upload, handle.inode
-        if self.holds.hold(inode, upload, self.tasks, self._store_held):
+        if self.holds.hold(inode, upload, self.tasks):
             inode.open_handles += 1  # the held upload keeps the inode until it is stored
             return
         try:
@@ -456,34 +470,19 @@ class Filesystem:
                 inode.forget_attrs()
                 self.attrs.carried(inode)
 
-    # -- extended attributes: read-only, served by s3mpfs/xattrs.py -----------------------
+    # -- extended attributes: xattrops.py (stored user.* and computed ones) ---------------
 
     async def getxattr(self, ino: int, name: str) -> bytes:
-        value = await xattrs.get(self, self.names.inode(ino), name)
-        if value is None:
-            raise FsError(errno.ENODATA)
-        return value
+        return await self.xattr_ops.get(ino, name)
 
     async def listxattr(self, ino: int) -> list[str]:
-        return await xattrs.names(self, self.names.inode(ino))
+        return await self.xattr_ops.names_of(ino)
 
-    # What xattrs.py may see of the filesystem (its Source protocol), nothing more.
+    async def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
+        await self.xattr_ops.set(ino, name, value, flags)
 
-    def writer(self, inode: Inode) -> Upload | None:
-        return self.handles.writer(inode)
-
-    def uploads(self) -> list[tuple[str, Upload]]:
-        return [(h.inode.path, h.upload) for h in self.handles.writers()]
-
-    def mount_facts(self) -> dict[str, Any]:
-        return {"prefix": self.opts.prefix, "read_only": self.opts.read_only,
-                "part_size": self.opts.upload.part_size,
-                "parts_in_flight": self.budget.in_flight,
-                "max_parts_in_flight": self.budget.max_parts}
-
-    async def stored(self, inode: Inode) -> ObjectInfo | None:
-        """What S3 holds under a file's key now (one HEAD)."""
-        return None if inode.is_dir else await self.names.head(inode.path)
+    async def removexattr(self, ino: int, name: str) -> None:
+        await self.xattr_ops.remove(ino, name)
 
     def statfs(self) -> dict[str, int]:
         # S3 has no capacity to report; claim plenty so tools that check free space proceed.
@@ -497,46 +496,8 @@ class Filesystem:
         """The mount is going away: uploads still open are aborted, not completed with
         partial data (closed files were committed at close)."""
         for inode in self.holds.all():
-            await self._store_held(inode)  # closed files are stored, held ones too
+            await self.holds.store(inode)  # closed files are stored, held ones too
         for handle in self.handles.writers():
             await handle.upload.abort("unmounted while open for writing")
             await handle.upload.close()
         await self.attrs.shutdown()
-
-    # -- held files (holds.py) ------------------------------------------------------------
-
-    async def _store_held(self, inode: Inode, new_key: str | None = None) -> None:
-        """Store a held file: under new_key by its rename (errors raised to the rename), or
-        under its own name when no rename came (errors logged: nobody waits any more)."""
-        held = self.holds.take(inode)
-        if held is None:
-            return
-        upload = held.upload
-        try:
-            if new_key is not None:
-                upload.create_only = False  # the rename replaces what is under new_key
-                await upload.rename(new_key, self.renames.move)  # nothing stored: the key
-            await self._commit_upload(inode, upload)
-        except FsError as exc:
-            if new_key is not None:
-                raise FsError(errno.EIO, f"storing {inode.path} as {new_key}: {exc}") from exc
-            log.error("%s: storing the file after its close failed (no rename came within "
-                      "%.0f s): %s", inode.path, HOLD_WINDOW, exc)
-        finally:
-            await upload.close()
-            if self.handles.clear_writer(inode, upload) and upload.state is State.FAILED:
-                inode.forget_attrs()
-            self.holds.done(held)
-            self.inodes.release(inode)
-
-    async def _drop_held(self, inode: Inode) -> bool:
-        """An unlink of a held file: nothing was stored, nothing to delete."""
-        held = self.holds.take(inode)
-        if held is None:
-            return False
-        await held.upload.discard()
-        await held.upload.close()
-        self.handles.clear_writer(inode, held.upload)
-        self.holds.done(held)
-        self.inodes.release(inode)
-        return True

@@ -88,7 +88,7 @@ class Operations(pyfuse3.Operations):
         a.st_blksize = BLOCK_SIZE
         a.st_blocks = (size + 511) // 512
         a.st_rdev = inode.rdev
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = inode.mtime_ns
+        a.st_mtime_ns, a.st_atime_ns, a.st_ctime_ns = inode.mtime_ns, inode.atime, inode.ctime
         return a
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
@@ -111,6 +111,7 @@ class Operations(pyfuse3.Operations):
                 uid=attr.st_uid if fields.update_uid else None,
                 gid=attr.st_gid if fields.update_gid else None,
                 mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+                atime_ns=attr.st_atime_ns if fields.update_atime else None,
             )
             return self._attrs(await self.fs.setattr(inode, change, fh))
 
@@ -222,7 +223,17 @@ class Operations(pyfuse3.Operations):
 
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         with _errors("listxattr"):
-            return [name.encode() for name in await self.fs.listxattr(inode)]
+            return [name.encode("utf-8", "surrogateescape")
+                    for name in await self.fs.listxattr(inode)]
+
+    # XATTR_CREATE / XATTR_REPLACE: pyfuse3 checks them with getxattr before calling this.
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        with _errors("setxattr"):
+            await self.fs.setxattr(inode, name.decode("utf-8", "surrogateescape"), value)
+
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        with _errors("removexattr"):
+            await self.fs.removexattr(inode, name.decode("utf-8", "surrogateescape"))
 
     async def statfs(self, ctx: Any) -> Any:
         st = pyfuse3.StatvfsData()

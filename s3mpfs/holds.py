@@ -23,6 +23,7 @@ an error) costs nothing.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -30,9 +31,11 @@ from dataclasses import dataclass
 
 import trio
 
-from s3mpfs.inodes import Inode
+from s3mpfs.errors import FsError
+from s3mpfs.handles import HandleTable
+from s3mpfs.inodes import Inode, InodeTable
 from s3mpfs.parts import PartBudget
-from s3mpfs.upload import State, Upload
+from s3mpfs.upload import Mover, State, Upload
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,12 @@ class Held:
 
 
 class Holds:
-    def __init__(self, budget: PartBudget, part_size: int, *, enabled: bool = True) -> None:
+    def __init__(self, budget: PartBudget, part_size: int, handles: HandleTable,
+                 inodes: InodeTable, *, commit: Callable[[Inode, Upload], Awaitable[None]],
+                 move: Mover, enabled: bool = True) -> None:
         self.budget, self.part_size, self.enabled = budget, part_size, enabled
+        self.handles, self.inodes = handles, inodes
+        self._commit, self._move = commit, move  # fs.Filesystem's commit; Renamer.move
         self._reserved: set[Upload] = set()  # closed once, held when its release comes
         self._held: dict[Inode, Held] = {}
 
@@ -75,10 +82,9 @@ class Holds:
             self._reserved.discard(upload)
             self.budget.give_back()
 
-    def hold(self, inode: Inode, upload: Upload, nursery: trio.Nursery,
-             store: Callable[[Inode], Awaitable[None]]) -> bool:
+    def hold(self, inode: Inode, upload: Upload, nursery: trio.Nursery) -> bool:
         """At the release: keep the upload (and its bytes) until a rename, an unlink or the
-        window's end (then `store` is called)."""
+        window's end (then it is stored under its own name)."""
         if upload not in self._reserved or not self.holdable(inode, upload):
             self.unreserve(upload)
             return False
@@ -88,24 +94,57 @@ class Holds:
         async def later() -> None:
             with scope:
                 await trio.sleep(HOLD_WINDOW)
-                nursery.start_soon(store, inode)
+                nursery.start_soon(self.store, inode)
 
         nursery.start_soon(later)
         log.debug("%s: held for its rename (%d bytes)", inode.path, upload.size)
         return True
 
+    async def store(self, inode: Inode, new_key: str | None = None) -> None:
+        """Store a held file: under new_key by its rename (errors raised to the rename), or
+        under its own name when no rename came (errors logged: nobody waits any more)."""
+        held = self.take(inode)
+        if held is None:
+            return
+        upload = held.upload
+        try:
+            if new_key is not None:
+                upload.create_only = False  # the rename replaces what is under new_key
+                await upload.rename(new_key, self._move)  # nothing stored yet: just the key
+            await self._commit(inode, upload)
+        except FsError as exc:
+            if new_key is not None:
+                raise FsError(errno.EIO, f"storing {inode.path} as {new_key}: {exc}") from exc
+            log.error("%s: storing the file after its close failed (no rename came within "
+                      "%.0f s): %s", inode.path, HOLD_WINDOW, exc)
+        finally:
+            await self._let_go(held)
+
+    async def drop(self, inode: Inode) -> bool:
+        """An unlink of a held file: nothing was stored, nothing to delete."""
+        held = self.take(inode)
+        if held is None:
+            return False
+        await held.upload.discard()
+        await self._let_go(held)
+        return True
+
+    async def _let_go(self, held: Held) -> None:
+        inode, upload = held.inode, held.upload
+        await upload.close()
+        if self.handles.clear_writer(inode, upload) and upload.state is State.FAILED:
+            inode.forget_attrs()  # S3 holds nothing of it
+        self.unreserve(upload)
+        self.inodes.release(inode)
+
     def get(self, inode: Inode) -> Held | None:
         return self._held.get(inode)
 
     def take(self, inode: Inode) -> Held | None:
-        """Stop holding: the caller stores or drops the upload, then calls done()."""
         held = self._held.pop(inode, None)
         if held is not None:
             held.scope.cancel()
         return held
-
-    def done(self, held: Held) -> None:
-        self.unreserve(held.upload)
 
     def all(self) -> list[Inode]:
         return list(self._held)

@@ -2,8 +2,10 @@
 
 An inode is named by its path below the mount's prefix ("" is the root). Its key in S3 is
 prefix + path for a file and prefix + path + "/" for a directory marker. Attributes come from
-HEAD (x-amz-meta-mode/uid/gid/mtime, the names s3fs-fuse uses) or from listings (size and
-LastModified only), and are trusted for `ttl` seconds before lookup asks S3 again.
+HEAD (x-amz-meta-mode/uid/gid/mtime/atime/ctime and the xattrs in x-amz-meta-xattr, the names
+s3fs-fuse uses; every other x-amz-meta-* is kept as it is and written back with them) or from
+listings (size and LastModified only), and are trusted for `ttl` seconds before lookup asks S3
+again.
 
 Lifetime follows the kernel's lookup count (pyfuse3 gotchas: drop in forget, not in unlink):
 an inode leaves the table when the kernel has forgotten it and no handle holds it.
@@ -18,6 +20,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NewType
+
+from s3mpfs import xattrcodec
 
 InodeT = NewType("InodeT", int)
 ROOT_INODE = InodeT(1)  # pyfuse3.ROOT_INODE
@@ -98,6 +102,13 @@ class Inode:
     expiry: Expiry = field(default_factory=Expiry)
     committed_at: float = 0.0  # monotonic time this mount last stored the object
     rdev: int = 0  # device number of a character or block device (x-amz-meta-rdev)
+    # s3fs's x-amz-meta-atime/-ctime (None: the mtime, as for objects without them)
+    atime_ns: int | None = None
+    ctime_ns: int | None = None
+    xattrs: dict[str, bytes] = field(default_factory=dict)  # user.* in x-amz-meta-xattr
+    # every other x-amz-meta-* the object carries (rclone's md5chksum, an application's own):
+    # kept on every copy and upload that rewrites the metadata
+    other_meta: dict[str, str] = field(default_factory=dict)
 
     # -- status transitions (the only writers of `status`) -------------------------------
 
@@ -144,13 +155,43 @@ class Inode:
     def is_regular(self) -> bool:
         return stat.S_ISREG(self.mode)
 
+    @property
+    def atime(self) -> int:
+        return self.mtime_ns if self.atime_ns is None else self.atime_ns
+
+    @property
+    def ctime(self) -> int:
+        return self.mtime_ns if self.ctime_ns is None else self.ctime_ns
+
+    def changed_now(self) -> None:
+        """ctime: set to now by every change of data or attributes (not settable)."""
+        self.ctime_ns = time.time_ns()
+
+    def entries_changed(self) -> None:
+        """A directory this mount added an entry to or removed one from: its mtime and ctime
+        move (in memory only: storing them would cost a marker PUT per entry)."""
+        self.mtime_ns = self.ctime_ns = time.time_ns()
+
+    def forget_meta(self) -> None:
+        """Another object under the name: its x-amz-meta is unknown until read."""
+        self.atime_ns = self.ctime_ns = None
+        self.xattrs, self.other_meta = {}, {}
+
     def metadata(self) -> dict[str, str]:
-        """x-amz-meta-* headers, named and formatted as s3fs-fuse does (rclone reads mtime)."""
-        sec, nsec = divmod(self.mtime_ns, 1_000_000_000)
-        meta = {"mode": str(self.mode), "uid": str(self.uid), "gid": str(self.gid),
-                "mtime": f"{sec}.{nsec:09d}" if nsec else str(sec)}
+        """x-amz-meta-* headers, named and formatted as s3fs-fuse does (rclone reads mtime),
+        with every other x-amz-meta-* the object had kept as it was."""
+        meta = {**self.other_meta, "mode": str(self.mode), "uid": str(self.uid),
+                "gid": str(self.gid), "mtime": format_time(self.mtime_ns)}
+        meta.update(self.time_metadata())
         if self.rdev:
             meta["rdev"] = str(self.rdev)
+        return meta
+
+    def time_metadata(self) -> dict[str, str]:
+        """atime, ctime and the xattrs (s3fs's headers)."""
+        meta = {"atime": format_time(self.atime), "ctime": format_time(self.ctime)}
+        if self.xattrs:
+            meta[xattrcodec.HEADER] = xattrcodec.encode(self.xattrs)
         return meta
 
     def apply_metadata(self, meta: Mapping[str, str]) -> None:
@@ -177,11 +218,42 @@ class Inode:
         for name in ("uid", "gid"):
             with contextlib.suppress(KeyError, ValueError):
                 setattr(self, name, int(meta[name]))
-        try:
-            sec, _, frac = meta["mtime"].partition(".")
-            self.mtime_ns = int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
-        except (KeyError, ValueError):
-            pass
+        with contextlib.suppress(KeyError, ValueError):
+            self.mtime_ns = parse_time(meta["mtime"])
+        self.apply_time_metadata(meta)
+
+    def apply_time_metadata(self, meta: Mapping[str, str]) -> None:
+        """atime, ctime, xattrs and the other x-amz-meta-* of the object (its whole map)."""
+        self.forget_meta()
+        for name in ("atime", "ctime"):
+            with contextlib.suppress(KeyError, ValueError):
+                setattr(self, name + "_ns", parse_time(meta[name]))
+        if xattrcodec.HEADER in meta:
+            self.xattrs = xattrcodec.decode(meta[xattrcodec.HEADER])
+        self.other_meta = {k: v for k, v in meta.items() if k not in OWN_METADATA}
+
+
+# x-amz-meta-* names this module writes itself; other names are kept as they are.
+OWN_METADATA = frozenset({"mode", "uid", "gid", "mtime", "atime", "ctime", "rdev",
+                          xattrcodec.HEADER})
+# S3: user metadata (x-amz-meta-* names and values, counted in UTF-8 bytes) at most 2 KB.
+# Counting the full header names is at or above S3's own count.
+METADATA_MAX = 2048
+
+
+def metadata_size(meta: Mapping[str, str]) -> int:
+    return sum(len(f"x-amz-meta-{k}".encode()) + len(v.encode()) for k, v in meta.items())
+
+
+def format_time(ns: int) -> str:
+    """s3fs's time format: "sec", or "sec.nnnnnnnnn" when there are nanoseconds."""
+    sec, nsec = divmod(ns, 1_000_000_000)
+    return f"{sec}.{nsec:09d}" if nsec else str(sec)
+
+
+def parse_time(text: str) -> int:
+    sec, _, frac = text.partition(".")
+    return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
 class InodeTable:

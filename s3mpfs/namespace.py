@@ -345,6 +345,7 @@ class Namespace:
             # A new or changed object: listing attributes until a lookup HEADs it.
             inode.size, inode.etag = entry.size, entry.etag
             inode.mtime_ns = int(entry.mtime * 1e9)
+            inode.forget_meta()
             inode.attrs_listed()
         self.renew(inode)
         return inode

@@ -13,17 +13,22 @@ from collections.abc import Mapping
 from s3mpfs.config import MAX_PART_SIZE
 from s3mpfs.errors import StoreError
 from s3mpfs.store.base import ObjectStore
+from s3mpfs.store.objectargs import system_headers
 from s3mpfs.upload import copy_ranges
 
 
 async def copy_object(store: ObjectStore, src: str, dst: str, *, size: int, etag: str | None,
                       metadata: Mapping[str, str] | None) -> str:
-    """Copy src to dst; metadata None keeps the source's (needs size <= 5 GiB)."""
+    """Copy src to dst; metadata None keeps the source's."""
     if size <= MAX_PART_SIZE:
         return await store.copy(src, dst, metadata=metadata, src_etag=etag)
+    # A multipart copy is a new object: it keeps the source's Cache-Control & co. only if it
+    # sends them (one HEAD; its Content-Type is the new name's, as for any new object).
+    source = await store.head(src)
     if metadata is None:
-        metadata = (await store.head(src)).metadata
-    upload_id = await store.create_upload(dst, metadata=metadata)
+        metadata = source.metadata
+    upload_id = await store.create_upload(dst, metadata=metadata,
+                                          headers=system_headers(source.headers))
     try:
         parts = []
         for number, (start, end) in enumerate(copy_ranges(size), start=1):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -38,13 +37,11 @@ RENAME_PARALLEL = 16
 
 class Renamer:
     def __init__(self, store: ObjectStore, names: Namespace, handles: HandleTable,
-                 attrs: AttrStore, holds: Holds,
-                 store_held: Callable[[Inode, str | None], Awaitable[None]], *,
-                 no_clobber: bool = False) -> None:
+                 attrs: AttrStore, holds: Holds, *, no_clobber: bool = False) -> None:
         self.store, self.names, self.handles, self.attrs = store, names, handles, attrs
-        # A held file (holds.py) is stored by its rename: store_held(inode, new key) makes
+        # A held file (holds.py) is stored by its rename: holds.store(inode, new key) makes
         # the one PutObject under the new name (None: under its own name, before a move).
-        self.holds, self.store_held = holds, store_held
+        self.holds = holds
         self.no_clobber = no_clobber
 
     async def rename(self, parent: Inode, name: str, new_parent: Inode, new_name: str,
@@ -75,12 +72,15 @@ class Renamer:
                 raise FsError(errno.ENOTDIR)
             if target.is_dir and not await self.names.dir_is_empty(target):
                 raise FsError(errno.ENOTEMPTY)
+        inode.changed_now()  # stored by a file's copy when it carries the metadata
         if inode.is_dir:
             if dst_path.startswith(src_path + "/"):
                 raise FsError(errno.EINVAL, "cannot move a directory into itself")
             await self._rename_dir(inode, dst_path, target)
         else:
             await self._rename_file(inode, dst_path, target)
+        parent.entries_changed()
+        new_parent.entries_changed()
         self.names.removed(src_path)
         self.names.created(dst_path, DirEntry(dst_path.rpartition("/")[2], inode.kind,
                                               self.names.size_of(inode), time.time(),
@@ -106,7 +106,7 @@ class Renamer:
         self._drop_target(target)
         uploads = [h.upload for h in self.handles.writers_of(inode)]
         if self.holds.get(inode) is not None:  # rsync's temporary: one PutObject, here
-            await self.store_held(inode, new_key)
+            await self.holds.store(inode, new_key)
         elif uploads:
             old_key = self.names.key(inode)
             # An old object no writer committed (the file was opened with O_TRUNC) goes too.
@@ -120,7 +120,7 @@ class Renamer:
         else:
             metadata = None
             folded = inode.status is Status.CHANGED
-            if folded:  # a folded chmod/utimens rides on this copy
+            if folded or inode.known:  # a folded chmod/utimens rides on this copy, and ctime
                 metadata = inode.metadata()
             elif inode.size > MAX_PART_SIZE:  # beyond CopyObject: a multipart copy
                 await self.names.ensure_meta(inode)
@@ -140,7 +140,7 @@ class Renamer:
     async def _rename_dir(self, inode: Inode, dst_path: str, target: Inode | None) -> None:
         src_prefix, dst_prefix = self.names.dir_key(inode.path), self.names.dir_key(dst_path)
         for held in self.holds.under(inode.path):  # stored first, then copied with the rest
-            await self.store_held(held, None)
+            await self.holds.store(held)
         objects: list[ObjectInfo] = []
         token: str | None = None
         while True:

@@ -1,4 +1,15 @@
-"""Extended attributes the filesystem serves itself: read-only, computed when asked.
+"""Extended attributes: user.* names stored with the object, and the read-only ones the
+filesystem computes when asked.
+
+Stored (setxattr/getxattr/listxattr/removexattr): any user.* name outside the reserved
+user.s3mpfs.* and user.s3.*, kept in the inode (Inode.xattrs) and in S3 as s3fs-fuse stores
+them, in x-amz-meta-xattr (xattrcodec.py); how a change reaches S3 is attrstore.py's. S3
+allows 2 KB of user metadata per object: a set beyond it fails with E2BIG and changes
+nothing. A set or remove of a reserved name fails with EPERM; other namespaces (security.*,
+trusted.*, system.posix_acl_*) are not supported: EOPNOTSUPP on set and remove (and on a
+get of a POSIX ACL, as a filesystem mounted without ACLs answers), ENODATA on other gets.
+
+Computed (read-only):
 
     user.s3mpfs.progress   on a file being written, key=value text:
                            state=writing written=20971520 uploaded=16777216 parts_done=2
@@ -14,16 +25,20 @@ the attribute does not exist on that inode (getxattr answers ENODATA, listxattr 
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from s3mpfs import __version__
-from s3mpfs.inodes import ROOT_INODE, Inode
+from s3mpfs.errors import FsError
+from s3mpfs.inodes import METADATA_MAX, ROOT_INODE, Inode, metadata_size
 from s3mpfs.store.base import ObjectInfo
 from s3mpfs.upload import State, Upload
 
+log = logging.getLogger(__name__)
 
 class Source(Protocol):
     """What xattrs needs of the filesystem (fs.Filesystem provides it), and nothing more."""
@@ -35,6 +50,10 @@ class Source(Protocol):
     def mount_facts(self) -> dict[str, Any]: ...
 
     async def stored(self, inode: Inode) -> ObjectInfo | None: ...
+
+    async def read_meta(self, inode: Inode) -> None:
+        """Read the x-amz-meta of an inode whose metadata is not known yet (one HEAD)."""
+        ...
 
 
 PROGRESS = "user.s3mpfs.progress"
@@ -136,18 +155,82 @@ async def get(fs: Source, inode: Inode, name: str) -> bytes | None:
     return None if getter is None else await getter(fs, inode)
 
 
-# listxattr must stay cheap (cp -a, rsync -X and getfattr -d call it per file): the S3 names
-# are listed for every stored file without asking S3; reading one does the HEAD.
-_LISTED_WITHOUT_LOOKUP = {"user.s3.etag", "user.s3.checksum"}
+# listxattr must stay cheap (cp -a, rsync -X and getfattr -d call it per file), and it lists
+# only what a copy of the file should carry: the stored user.* names, and user.s3mpfs.progress
+# while the file is being written. user.s3mpfs.status and user.s3.* are read by name only:
+# listed, every cp -a / rsync -X out of the mount would copy them onto the restored files, and
+# every rsync -X into it would try to remove them.
+_LISTED = (PROGRESS,)
+
+# -- stored user.* attributes -----------------------------------------------------------------
+
+USER = "user."
+RESERVED = ("user.s3mpfs.", "user.s3.")
+POSIX_ACLS = ("system.posix_acl_access", "system.posix_acl_default")
+XATTR_CREATE, XATTR_REPLACE = 1, 2  # setxattr(2) flags
+
+
+def stored_name(name: str) -> bool:
+    """A name kept with the object (user.*, not reserved)."""
+    return name.startswith(USER) and not name.startswith(RESERVED) and name not in XATTRS
+
+
+def check_settable(name: str) -> None:
+    if name in XATTRS or name.startswith(RESERVED):
+        raise FsError(errno.EPERM, f"{name} is s3mpfs's, read-only")
+    if not name.startswith(USER):
+        raise FsError(errno.EOPNOTSUPP, f"{name}: only user.* attributes are supported")
+
+
+def set_stored(inode: Inode, name: str, value: bytes, flags: int = 0) -> None:
+    """Set a stored attribute in memory (ctime moves), or raise and change nothing."""
+    check_settable(name)
+    exists = name in inode.xattrs
+    if flags & XATTR_CREATE and exists:
+        raise FsError(errno.EEXIST)
+    if flags & XATTR_REPLACE and not exists:
+        raise FsError(errno.ENODATA)
+    old, ctime = dict(inode.xattrs), inode.ctime_ns
+    inode.xattrs[name] = bytes(value)
+    inode.changed_now()
+    size = metadata_size(inode.metadata())
+    if size > METADATA_MAX:
+        inode.xattrs, inode.ctime_ns = old, ctime
+        log.warning("%s: %s not set: the object's metadata would be %d bytes, S3 allows %d "
+                    "(E2BIG)", inode.path, name, size, METADATA_MAX)
+        raise FsError(errno.E2BIG, f"S3 keeps at most {METADATA_MAX} bytes of metadata")
+
+
+def remove_stored(inode: Inode, name: str) -> None:
+    check_settable(name)
+    if name not in inode.xattrs:
+        raise FsError(errno.ENODATA)
+    del inode.xattrs[name]
+    inode.changed_now()
+
+
+async def get_any(fs: Source, inode: Inode, name: str) -> bytes:
+    """getxattr: a computed attribute, a stored one (x-amz-meta read first), or the errno."""
+    if name in XATTRS:
+        value = await get(fs, inode, name)
+    elif stored_name(name):
+        if not inode.known:
+            await fs.read_meta(inode)
+        value = inode.xattrs.get(name)
+    elif name in POSIX_ACLS:
+        raise FsError(errno.EOPNOTSUPP)
+    else:
+        value = None
+    if value is None:
+        raise FsError(errno.ENODATA)
+    return value
 
 
 async def names(fs: Source, inode: Inode) -> list[str]:
-    out = []
-    for name, getter in XATTRS.items():
-        if name in _LISTED_WITHOUT_LOOKUP:
-            present = not inode.is_dir and inode.etag is not None
-        else:
-            present = await getter(fs, inode) is not None
-        if present:
+    if not inode.known:
+        await fs.read_meta(inode)
+    out = sorted(inode.xattrs)
+    for name in _LISTED:
+        if await XATTRS[name](fs, inode) is not None:
             out.append(name)
     return out

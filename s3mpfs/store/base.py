@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from s3mpfs.checksums import Checksum
 
@@ -50,7 +50,14 @@ class ObjectInfo:
     mtime: float  # LastModified, seconds since the epoch
     metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-*, HEAD only
     checksum: Checksum | None = None  # the stored object's checksum, HEAD only
-    content_type: str | None = None  # Content-Type, HEAD only
+    # Content-Type, Cache-Control, Content-Disposition, Content-Encoding, Content-Language,
+    # Expires as boto3 names them (ContentType, CacheControl, ...), HEAD only
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.headers.get("ContentType")
+        return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,11 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False,
+                            headers: Mapping[str, Any] | None = None) -> str:
         """mark: also write the upload's marker (best effort, markers.py), which this store
-        deletes once it completes or aborts the upload."""
+        deletes once it completes or aborts the upload. headers: Cache-Control & co.
+        (objectargs.SYSTEM_HEADERS, boto3's names) for the new object."""
         ...
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,

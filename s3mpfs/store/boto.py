@@ -59,7 +59,13 @@ from s3mpfs.store.base import (
     fill,
 )
 from s3mpfs.store.markers import Markers
-from s3mpfs.store.objectargs import ObjectArgs, Source, no_clobber_errors, warn_refused
+from s3mpfs.store.objectargs import (
+    ObjectArgs,
+    Source,
+    no_clobber_errors,
+    system_headers,
+    warn_refused,
+)
 
 log = logging.getLogger(__name__)
 # Requests on an upload id: their "not found" is the upload's.
@@ -349,10 +355,14 @@ class BotoStore:
                                    lambda sse: self.client.head_object(
                                        Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **sse))
         metadata = dict(r.get("Metadata", {}))
+        headers = system_headers(r)
         self.options.known.learn(key, Source(
-            r["ETag"], r.get("StorageClass") or "STANDARD", r.get("ContentType"), metadata))
+            r["ETag"], r.get("StorageClass") or "STANDARD", r.get("ContentType"), metadata,
+            headers))
+        if r.get("ContentType"):
+            headers["ContentType"] = r["ContentType"]
         return ObjectInfo(key, r["ContentLength"], r["ETag"], _mtime(r.get("LastModified")),
-                          metadata, _stored_checksum(r), r.get("ContentType"))
+                          metadata, _stored_checksum(r), headers)
 
     async def list_page(
         self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
@@ -496,8 +506,9 @@ class BotoStore:
                          lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
-        extra = self.options.new_object(key)
+                            checksum_algorithm: str | None = None, mark: bool = False,
+                            headers: Mapping[str, Any] | None = None) -> str:
+        extra = self.options.new_object(key, headers)
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": dict(metadata),
                               **extra}
         if checksum_algorithm:

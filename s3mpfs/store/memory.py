@@ -49,7 +49,14 @@ from s3mpfs.store.base import (
     fill,
 )
 from s3mpfs.store.markers import Markers
-from s3mpfs.store.objectargs import ObjectArgs, Source, no_clobber_errors, warn_refused
+from s3mpfs.store.objectargs import (
+    SYSTEM_HEADERS,
+    ObjectArgs,
+    Source,
+    no_clobber_errors,
+    system_headers,
+    warn_refused,
+)
 
 
 @dataclass
@@ -179,8 +186,11 @@ class MemoryStore:
         extra = self._send("HeadObject", key, self.options.sse_c(key))
         obj = self._get(key)
         self._readable(key, obj, extra, archived_ok=True)  # HEAD works on archived objects
+        headers = system_headers(obj.props)
+        if obj.props.get("ContentType"):
+            headers["ContentType"] = obj.props["ContentType"]
         return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata),
-                          obj.checksum, obj.props.get("ContentType"))
+                          obj.checksum, headers)
 
     async def list_page(
         self, prefix: str, *, delimiter: str | None = "/", token: str | None = None,
@@ -266,7 +276,8 @@ class MemoryStore:
         await self._op("CopyObject")
         src = self._get(src_key, src_etag)
         source = Source(src.etag, src.props.get("StorageClass", "STANDARD"),
-                       src.props.get("ContentType"), dict(src.metadata))
+                       src.props.get("ContentType"), dict(src.metadata),
+                       system_headers(src.props))
         extra = self._send("CopyObject", dst_key,
                            self.options.copy(src_key, dst_key, metadata, source))
         self._readable(src_key, src, extra, "CopySource")
@@ -282,8 +293,9 @@ class MemoryStore:
         meta = _meta(extra["Metadata"]) if replaced else dict(src.metadata)
         props = {k: v for k, v in extra.items()
                  if k not in _NOT_KEPT and not k.startswith("CopySource")}
-        if not replaced and "ContentType" in src.props:
-            props["ContentType"] = src.props["ContentType"]  # S3 copies it with the metadata
+        if not replaced:  # S3 copies Content-Type & co. with the metadata
+            props.update({k: v for k, v in src.props.items()
+                          if k == "ContentType" or k in SYSTEM_HEADERS})
         if "Tagging" in src.props:
             props["Tagging"] = src.props["Tagging"]  # x-amz-tagging-directive COPY
         self.objects[dst_key] = _Object(src.data, src.etag, time.time(), meta, None, props)
@@ -294,9 +306,11 @@ class MemoryStore:
         self.objects.pop(key, None)
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False,
+                            headers: Mapping[str, Any] | None = None) -> str:
         await self._op("CreateMultipartUpload")
-        extra = self._send("CreateMultipartUpload", key, self.options.new_object(key))
+        extra = self._send("CreateMultipartUpload", key,
+                           self.options.new_object(key, headers))
         upload_id = f"mem-upload-{next(self._ids)}"
         self.uploads[upload_id] = _Upload(key, _meta(metadata), time.time(),
                                           algorithm=checksum_algorithm, props=extra)

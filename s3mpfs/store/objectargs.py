@@ -59,6 +59,11 @@ from s3mpfs.store.markers import INTERNAL_PREFIX
 
 log = logging.getLogger(__name__)
 
+# HTTP headers S3 stores with an object (boto3's parameter names) beside Content-Type: a copy
+# that replaces the metadata (chmod, touch, setxattr, a rename) must send them again or S3
+# drops them; they are known from HEADs and this store's own writes (`Known`).
+SYSTEM_HEADERS = ("CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage",
+                  "Expires")
 DIRECTORY_TYPE = "application/x-directory"
 DEFAULT_TYPE = "application/octet-stream"
 # mimetypes names compressions as an encoding ("x.tar.gz" -> application/x-tar + gzip). A
@@ -128,6 +133,12 @@ class Source:
     storage_class: str | None = None
     content_type: str | None = None
     metadata: Mapping[str, str] | None = None
+    headers: Mapping[str, Any] | None = None  # SYSTEM_HEADERS it has (all of them)
+
+
+def system_headers(kw: Mapping[str, Any]) -> dict[str, Any]:
+    """The SYSTEM_HEADERS among a request's or a response's parameters."""
+    return {k: kw[k] for k in SYSTEM_HEADERS if kw.get(k) is not None}
 
 
 def _same_etag(a: str, b: str) -> bool:
@@ -149,7 +160,8 @@ class Known:
         if old is not None:  # a listing adds the class to what a HEAD told, and vice versa
             source = Source(source.etag, source.storage_class or old.storage_class,
                             source.content_type or old.content_type,
-                            source.metadata if source.metadata is not None else old.metadata)
+                            source.metadata if source.metadata is not None else old.metadata,
+                            source.headers if source.headers is not None else old.headers)
         self._entries.pop(key, None)
         self._entries[key] = (time.monotonic() + self.ttl, source)
         while len(self._entries) > self.max_entries:
@@ -227,10 +239,11 @@ class ObjectArgs:
 
     # requests
 
-    def new_object(self, key: str) -> dict[str, Any]:
-        """PutObject and CreateMultipartUpload."""
+    def new_object(self, key: str, headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """PutObject and CreateMultipartUpload; `headers`: SYSTEM_HEADERS to set as well (a
+        multipart copy keeping its source's)."""
         o = self.options
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = system_headers(headers or {})
         storage_class = self.storage_class(key)
         if storage_class:
             kw["StorageClass"] = storage_class
@@ -260,17 +273,21 @@ class ObjectArgs:
 
     def copy_needs(self, src_key: str, dst_key: str,
                    metadata: Mapping[str, str] | None) -> frozenset[str]:
-        """What copy() must know about the source: "class", "type", "metadata"."""
+        """What copy() must know about the source: "class", "type", "metadata", "headers"."""
         needs = set()
         if self.options.storage_class is None and not is_dir_marker(dst_key):
             needs.add("class")  # directory markers stay in S3's default class
         mode = self.options.content_type
-        if metadata is not None:
-            if mode == "none" or (mode == "auto" and src_key == dst_key):
+        if metadata is not None:  # keep the object's type unless the name's type changes
+            if mode == "none" or (mode == "auto" and (
+                    src_key == dst_key
+                    or self.content_type(src_key) == self.content_type(dst_key))):
                 needs.add("type")
         elif mode == "auto" and src_key != dst_key and \
                 self.content_type(src_key) != self.content_type(dst_key):
             needs.add("metadata")
+        if metadata is not None or "metadata" in needs:
+            needs.add("headers")  # REPLACE: Cache-Control & co. are sent again
         return frozenset(needs)
 
     @staticmethod
@@ -279,7 +296,8 @@ class ObjectArgs:
             return not needs
         return (("class" not in needs or source.storage_class is not None)
                 and ("type" not in needs or source.content_type is not None)
-                and ("metadata" not in needs or source.metadata is not None))
+                and ("metadata" not in needs or source.metadata is not None)
+                and ("headers" not in needs or source.headers is not None))
 
     def copy(self, src_key: str, dst_key: str, metadata: Mapping[str, str] | None,
              source: Source | None) -> dict[str, Any]:
@@ -301,6 +319,8 @@ class ObjectArgs:
         if metadata is not None:
             kw["Metadata"] = dict(metadata)
             kw["MetadataDirective"] = "REPLACE"
+            if source is not None and source.headers:
+                kw.update({k: v for k, v in source.headers.items() if k in SYSTEM_HEADERS})
             if "type" in needs:
                 ctype = source.content_type if source is not None else None
                 if ctype is None and o.content_type == "auto":
@@ -320,7 +340,8 @@ class ObjectArgs:
         """After a PutObject / CompleteMultipartUpload / CopyObject with these parameters."""
         self.known.learn(key, Source(
             etag, str(kw.get("StorageClass") or "STANDARD"), kw.get("ContentType"),
-            {k.lower(): v for k, v in metadata.items()} if metadata is not None else None))
+            {k.lower(): v for k, v in metadata.items()} if metadata is not None else None,
+            system_headers(kw)))
 
     def learn_copied(self, key: str, etag: str, kw: Mapping[str, Any],
                      source: Source | None) -> None:
@@ -330,7 +351,8 @@ class ObjectArgs:
         self.known.learn(key, Source(
             etag, str(kw.get("StorageClass") or "STANDARD"),
             kw.get("ContentType") or (kept.content_type if kept else None),
-            kw.get("Metadata") if replaced else (kept.metadata if kept else None)))
+            kw.get("Metadata") if replaced else (kept.metadata if kept else None),
+            system_headers(kw) if replaced else (kept.headers if kept else None)))
 
     # multipart uploads: what CreateMultipartUpload set, learnt when Complete makes the object
 
@@ -351,6 +373,7 @@ class ObjectArgs:
             self.known.learn(key, Source(etag, storage_class or "STANDARD"))
 
 
-__all__ = ["DEFAULT_TYPE", "DIRECTORY_TYPE", "Known", "ObjectArgs", "Source",
+__all__ = ["DEFAULT_TYPE", "DIRECTORY_TYPE", "SYSTEM_HEADERS", "Known", "ObjectArgs", "Source",
+           "system_headers",
            "guess_content_type", "is_dir_marker", "is_internal", "no_clobber_errors",
            "warn_refused"]

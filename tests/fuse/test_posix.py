@@ -274,9 +274,10 @@ def test_rsync_request_economy(fuse: None, bucket: str, proxy: S3Proxy, s3: Any,
             assert head["Metadata"]["mode"] == str(st.st_mode), head["Metadata"]
             assert head["Metadata"]["mtime"].startswith(str(int(st.st_mtime))), head
         # Each of the 11 directories: its mkdir marker and the PUT of its times (rsync sets them
-        # last); rsync sets a directory's times again when files landed in it after it had set
-        # them (timing-dependent: a third PUT for some directories in some runs).
-        assert len(dir_puts) == 11 and max(dir_puts.values()) <= 3, dir_puts
+        # last); rsync sets a directory's times again when entries landed in it after it had
+        # set them, which moves its mtime as on a disk (a third PUT, and timing-dependent a
+        # fourth for some directories in some runs).
+        assert len(dir_puts) == 11 and max(dir_puts.values()) <= 4, dir_puts
         assert listings <= 3 * 11, counts  # about one listing per directory
         proxy.reset()
         r = sh(f"rsync -a --stats {src}/ {m.mountpoint}/dst/")

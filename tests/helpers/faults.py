@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -146,10 +146,12 @@ class FaultyStore:
         await self.inner.delete(key)
 
     async def create_upload(self, key: str, *, metadata: Mapping[str, str],
-                            checksum_algorithm: str | None = None, mark: bool = False) -> str:
+                            checksum_algorithm: str | None = None, mark: bool = False,
+                            headers: Mapping[str, Any] | None = None) -> str:
         await self._enter("create_upload")
         return await self.inner.create_upload(key, metadata=metadata,
-                                              checksum_algorithm=checksum_algorithm, mark=mark)
+                                              checksum_algorithm=checksum_algorithm, mark=mark,
+                                              headers=headers)
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: Data,
                           checksum: Checksum | None = None) -> str:

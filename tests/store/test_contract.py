@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import trio
 
 from s3mpfs.config import MIN_PART_SIZE, S3Config
 from s3mpfs.errors import NoSuchUpload, NotFound, PreconditionFailed, StoreError
@@ -224,6 +225,55 @@ async def test_copy_replaces_metadata(store: ObjectStore) -> None:
     assert (await store.head("dst")).metadata == {"mode": "33261"}
     assert (await store.head("src")).metadata == {"mode": "33188", "uid": "7"}
     assert await store.get_range("dst", 0, 100) == b"payload"
+
+
+HEADERS = {"CacheControl": "max-age=3600", "ContentDisposition": 'attachment; filename="r.bin"',
+           "ContentEncoding": "identity", "ContentLanguage": "de-CH"}
+
+
+async def _put_with_headers(store: ObjectStore, key: str, data: bytes) -> str:
+    """An object another tool stored, with Cache-Control & co. and foreign x-amz-meta-*."""
+    meta = {"md5chksum": "abc", "app": "x"}
+    if isinstance(store, BotoStore):
+        r = await trio.to_thread.run_sync(lambda: store.client.put_object(
+            Bucket=store.bucket, Key=key, Body=data, Metadata=meta, ContentType="text/x-app",
+            **HEADERS))
+        return str(r["ETag"])
+    assert isinstance(store, MemoryStore)
+    etag = await store.put(key, data, metadata=meta)
+    store.objects[key].props.update(HEADERS, ContentType="text/x-app")
+    return etag
+
+
+async def test_head_returns_system_headers_and_replacing_copies_keep_them(
+        store: ObjectStore) -> None:
+    """A self-copy with new metadata (chmod) and a rename to another type (REPLACE with the
+    source's metadata) keep Cache-Control & co.: S3 drops them unless they are sent again."""
+    etag = await _put_with_headers(store, "k.bin", b"payload")
+    info = await store.head("k.bin")
+    assert {k: info.headers.get(k) for k in HEADERS} == HEADERS
+    assert info.headers["ContentType"] == "text/x-app"
+    await store.copy("k.bin", "k.bin", metadata={**info.metadata, "mode": "33152"},
+                     src_etag=etag)
+    after = await store.head("k.bin")
+    assert after.metadata == {"md5chksum": "abc", "app": "x", "mode": "33152"}
+    assert {k: after.headers.get(k) for k in HEADERS} == HEADERS
+    assert after.headers["ContentType"] == "text/x-app"  # a metadata change keeps the type
+    await store.copy("k.bin", "k.txt")  # another type: REPLACE with the source's metadata
+    moved = await store.head("k.txt")
+    assert moved.headers["ContentType"] == "text/plain"
+    assert {k: moved.headers.get(k) for k in HEADERS} == HEADERS
+    assert moved.metadata["md5chksum"] == "abc"
+
+
+async def test_multipart_upload_sets_the_headers_it_is_given(store: ObjectStore) -> None:
+    """objcopy.py's multipart copy (> 5 GiB) keeps its source's Cache-Control & co. so."""
+    upload_id = await store.create_upload("mp.bin", metadata={"m": "1"}, headers=HEADERS)
+    etag = await store.upload_part("mp.bin", upload_id, 1, b"x")
+    await store.complete_upload("mp.bin", upload_id, [(1, etag)])
+    info = await store.head("mp.bin")
+    assert {k: info.headers.get(k) for k in HEADERS} == HEADERS
+    assert info.metadata == {"m": "1"}
 
 
 async def test_copy_onto_itself_needs_new_metadata(store: ObjectStore) -> None:

@@ -229,7 +229,7 @@ def test_copy_content_type_and_metadata() -> None:
     args = ObjectArgs(ObjectOptions(storage_class="STANDARD_IA"))
     src = Source('"e"', "STANDARD", "text/x-custom", {"mode": "33188"})
     # a rename to a name of another type: REPLACE with the source's metadata, the new type
-    assert args.copy_needs(".x.tar.Ab12Cd", "x.tar", None) == {"metadata"}
+    assert args.copy_needs(".x.tar.Ab12Cd", "x.tar", None) == {"metadata", "headers"}
     assert args.copy(".x.tar.Ab12Cd", "x.tar", None, src) == {
         "StorageClass": "STANDARD_IA", "Metadata": {"mode": "33188"},
         "MetadataDirective": "REPLACE", "ContentType": "application/x-tar"}
@@ -238,13 +238,34 @@ def test_copy_content_type_and_metadata() -> None:
     # a rename carrying new attributes: the new name's type
     assert args.copy("a.tmp", "a.txt", {"mode": "1"}, None)["ContentType"] == "text/plain"
     # a metadata change in place keeps the object's own type (set by another tool, say)
-    assert args.copy_needs("x.txt", "x.txt", {"mode": "1"}) == {"type"}
+    assert args.copy_needs("x.txt", "x.txt", {"mode": "1"}) == {"type", "headers"}
     assert args.copy("x.txt", "x.txt", {"mode": "1"}, src)["ContentType"] == "text/x-custom"
     none = ObjectArgs(ObjectOptions(content_type="none"))
-    assert none.copy_needs("a", "b.txt", {"m": "1"}) == {"class", "type"}
+    assert none.copy_needs("a", "b.txt", {"m": "1"}) == {"class", "type", "headers"}
     assert none.copy("a", "b.txt", {"m": "1"}, src)["ContentType"] == "text/x-custom"
     assert ObjectArgs.satisfies(Source('"e"', "STANDARD"), frozenset({"class"}))
     assert not ObjectArgs.satisfies(Source('"e"', "STANDARD"), frozenset({"type"}))
+
+
+def test_copy_replacing_metadata_sends_the_system_headers_again() -> None:
+    """REPLACE makes S3 drop Cache-Control & co. unless the copy sends them: every copy that
+    replaces the metadata (chmod, setxattr, a rename to another type) carries the source's."""
+    args = ObjectArgs(ObjectOptions())
+    headers = {"CacheControl": "max-age=60", "ContentDisposition": "attachment",
+               "ContentEncoding": "identity", "ContentLanguage": "de", "Expires": "x"}
+    src = Source('"e"', "STANDARD", "text/x-custom", {"mode": "33188"}, headers)
+    in_place = args.copy("x.txt", "x.txt", {"mode": "1"}, src)
+    assert {k: in_place[k] for k in headers} == headers
+    assert in_place["ContentType"] == "text/x-custom"
+    renamed = args.copy(".x.tar.Ab12Cd", "x.tar", None, src)
+    assert {k: renamed[k] for k in headers} == headers
+    assert renamed["ContentType"] == "application/x-tar"
+    assert "CacheControl" not in args.copy("a/x.tar", "b/x.tar", None, src)  # COPY keeps them
+    # a source whose headers are not known does not satisfy a REPLACE copy: HEAD it first
+    assert not ObjectArgs.satisfies(Source('"e"', "STANDARD", "t/t", {}),
+                                    args.copy_needs("x", "x", {"m": "1"}))
+    assert ObjectArgs.satisfies(Source('"e"', "STANDARD", "t/t", {}, {}),
+                                args.copy_needs("x", "x", {"m": "1"}))
 
 
 def test_copy_conditions_and_encryption() -> None:

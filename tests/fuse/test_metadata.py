@@ -1,0 +1,190 @@
+"""Extended attributes, kept metadata and timestamps on a real mount, with real programs
+(setfattr/getfattr, rsync -aX, cp -a, tar --xattrs), checked through boto3 and after a
+remount (a fresh daemon knows only what S3 holds)."""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3mpfs import xattrcodec
+from tests.helpers.servers import Mount
+
+BINARY = bytes(range(256))
+HEADERS = {"CacheControl": "max-age=3600", "ContentDisposition": 'attachment; filename="r.bin"',
+           "ContentEncoding": "identity", "ContentLanguage": "de-CH"}
+FOREIGN = {"md5chksum": "1B2M2Y8AsgTpgAmY7PhCfg==", "application": "kept"}
+
+
+def sh(cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+
+
+def ok(cmd: str) -> str:
+    r = sh(cmd)
+    assert r.returncode == 0, f"{cmd}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def remount(mount: Mount, *extra: str) -> None:
+    code = mount.unmount()
+    assert code == 0, mount.log()
+    mount.extra = [*mount.extra, *extra]
+    mount.start()
+
+
+def mknod_works(directory: Path) -> bool:
+    try:
+        os.mknod(directory / ".probe", 0o100644)
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            return False
+        raise
+    os.unlink(directory / ".probe")
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _needs_attr_tools() -> None:
+    if shutil.which("setfattr") is None:
+        pytest.skip("setfattr/getfattr missing (apt-get install attr; scripts/setup.sh does)")
+
+
+def test_setfattr_getfattr_binary_values(mount: Mount, s3: Any, bucket: str) -> None:
+    f = mount.mountpoint / "f"
+    f.write_bytes(b"data")
+    ok(f"setfattr -n user.bin -v 0x{BINARY.hex()} {f}")
+    ok(f"setfattr -n user.text -v hello {f}")
+    ok(f"setfattr -n user.empty {f}")
+    out = ok(f"getfattr -n user.bin -e hex {f}")
+    assert f"user.bin=0x{BINARY.hex()}" in out.splitlines()
+    out = ok(f"getfattr -d -e hex {f}")  # what backup tools list: the stored names only
+    assert [line.partition("=")[0] for line in out.splitlines()[1:] if line] == [
+        "user.bin", "user.empty", "user.text"]
+    stored = s3.head_object(Bucket=bucket, Key="f")["Metadata"]
+    assert xattrcodec.decode(stored["xattr"]) == {"user.bin": BINARY, "user.text": b"hello",
+                                                  "user.empty": b""}
+    assert sorted(os.listxattr(f)) == ["user.bin", "user.empty", "user.text"]
+    with pytest.raises(OSError) as exc:
+        os.setxattr(f, "user.text", b"x", os.XATTR_CREATE)
+    assert exc.value.errno == errno.EEXIST
+    with pytest.raises(OSError) as exc:
+        os.setxattr(f, "user.none", b"x", os.XATTR_REPLACE)
+    assert exc.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as exc:
+        os.setxattr(f, "user.big", b"x" * 3000)
+    assert exc.value.errno == errno.E2BIG
+    for name, code in (("trusted.x", errno.EOPNOTSUPP), ("user.s3.etag", errno.EPERM)):
+        with pytest.raises(OSError) as exc:
+            os.setxattr(f, name, b"x")
+        assert exc.value.errno == code, name
+    ok(f"setfattr -x user.text {f}")
+    remount(mount)
+    assert sorted(os.listxattr(f)) == ["user.bin", "user.empty"]
+    assert os.getxattr(f, "user.bin") == BINARY
+    assert f.read_bytes() == b"data"
+
+
+def _tree(src: Path) -> None:
+    """A tree with binary user.* xattrs on files and directories, modes, an empty file."""
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "plain.txt").write_text("plain\n")
+    (src / "key").write_bytes(b"secret")
+    os.chmod(src / "key", 0o600)
+    (src / "empty").touch()
+    (src / "sub" / "blob.bin").write_bytes(os.urandom(70_000))
+    (src / "sub" / "deeper" / "x").write_bytes(b"x")
+    os.setxattr(src / "plain.txt", "user.bin", BINARY)
+    os.setxattr(src / "plain.txt", "user.mime_type", b"text/plain")
+    os.setxattr(src / "empty", "user.zero", b"\x00")
+    os.setxattr(src / "sub" / "blob.bin", "user.checksum", os.urandom(32))
+    os.setxattr(src / "sub", "user.dir", b"\xff\xfe")
+    for path in [src / "empty", src / "key", src / "sub" / "deeper" / "x"]:
+        os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
+    os.utime(src / "sub" / "deeper", ns=(1_500_000_000_000_000_000,) * 2)
+
+
+COPIES = {
+    "rsync": ("rsync -aX {src}/ {dst}/", "rsync -aX {src}/ {dst}/"),
+    "cp": ("cp -a {src}/. {dst}/", "cp -a {src}/. {dst}/"),
+    "tar": ("tar --xattrs --xattrs-include='user.*' -cf - -C {src} . | "
+            "tar --xattrs --xattrs-include='user.*' -xpf - -C {dst}",) * 2,
+}
+# tar --xattrs out of the mount (a backup read back), whatever wrote it
+COPIES["cp-in-tar-out"] = (COPIES["cp"][0], COPIES["tar"][1])
+
+
+@pytest.mark.parametrize("program", sorted(COPIES))
+def test_tree_with_xattrs_round_trips_through_a_remount(
+        program: str, mount: Mount, tmp_path: Path) -> None:
+    src, restored = tmp_path / "src", tmp_path / "restored"
+    src.mkdir()
+    restored.mkdir()
+    _tree(src)
+    into, back = COPIES[program]
+    dst = mount.mountpoint / program
+    dst.mkdir()
+    if program == "tar" and not mknod_works(dst):  # only into the mount
+        pytest.skip("GNU tar --xattrs creates a file with mknod(S_IFREG) to set its xattrs "
+                    "before the data: mknod is another part of issue 15, not there yet")
+    ok(into.format(src=src, dst=dst))
+    # --metadata-ttl 0: every stat asks S3 (HEAD), so the restore sees stored modes and times
+    # even where the kernel took a listing's attributes (readdirplus shows LastModified and
+    # the default mode until "attributes are the stored ones", another part of issue 15).
+    remount(mount, "--metadata-ttl", "0")
+    ok(back.format(src=dst, dst=restored))
+    assert ok(f"rsync -aXi --dry-run {src}/ {restored}/") == ""
+    assert os.getxattr(restored / "plain.txt", "user.bin") == BINARY
+    if program == "rsync":  # a second rsync into the mount transfers nothing
+        assert ok(f"rsync -aXi --dry-run {src}/ {dst}/") == ""
+
+
+def test_foreign_headers_and_metadata_survive_chmod_chown_touch_and_rename(
+        mount: Mount, s3: Any, bucket: str) -> None:
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    for key in ("a.bin", "b.bin"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"payload", Metadata=FOREIGN,
+                      ContentType="application/x-app", Expires=expires, **HEADERS)
+    mnt = mount.mountpoint
+    ok(f"chmod 600 {mnt}/a.bin && chown 123:456 {mnt}/a.bin && touch -d @1600000000 {mnt}/a.bin")
+    ok(f"setfattr -n user.k -v v {mnt}/a.bin")
+    ok(f"mv {mnt}/a.bin {mnt}/a2.bin && mv {mnt}/b.bin {mnt}/b.txt")  # same and other type
+    for key, ctype in (("a2.bin", "application/x-app"), ("b.txt", "text/plain")):
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert {k: head.get(k) for k in HEADERS} == HEADERS, key
+        assert head["ContentType"] == ctype, key
+        assert head["Expires"] == expires, key
+        assert {k: head["Metadata"].get(k) for k in FOREIGN} == FOREIGN, key
+    meta = s3.head_object(Bucket=bucket, Key="a2.bin")["Metadata"]
+    assert (meta["mode"], meta["uid"], meta["gid"], meta["mtime"]) == (
+        str(0o100600), "123", "456", "1600000000")
+    assert xattrcodec.decode(meta["xattr"]) == {"user.k": b"v"}
+    assert s3.get_object(Bucket=bucket, Key="b.txt")["Body"].read() == b"payload"
+
+
+def test_ctime_moves_on_chmod_and_atime_survives_a_remount(mount: Mount) -> None:
+    f = mount.mountpoint / "f"
+    f.write_bytes(b"data")
+    ok(f"touch -m -d @1500000000 {f}")
+    before = os.stat(f)
+    os.chmod(f, 0o600)
+    after = os.stat(f)
+    assert after.st_ctime_ns > before.st_ctime_ns
+    assert after.st_mtime_ns == before.st_mtime_ns == 1_500_000_000 * 10**9
+    z = int(ok(f"stat -c %Z {f}"))
+    assert z >= int(before.st_ctime_ns // 10**9) and z > 1_500_000_000
+    ok(f"touch -a -d '2001-02-03 04:05:06.5 UTC' {f}")
+    atime = 981173106_500_000_000
+    assert os.stat(f).st_atime_ns == atime
+    assert f.read_bytes() == b"data"  # noatime: reading does not move it
+    remount(mount)
+    st = os.stat(f)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (atime, 1_500_000_000 * 10**9)
+    assert st.st_ctime_ns >= after.st_ctime_ns
