@@ -108,7 +108,7 @@ class Operations(pyfuse3.Operations):
                 gid=attr.st_gid if fields.update_gid else None,
                 mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             )
-            return self._attrs(await self.fs.setattr(inode, change, fh))
+            return self._attrs(await self.fs.setattr(inode, change, fh, ctx.pid))
 
     async def opendir(self, inode: int, ctx: Any) -> int:
         with _errors("opendir"):

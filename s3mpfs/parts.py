@@ -16,11 +16,19 @@ holds grows with its part size (see README: memory).
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
+
 import trio
 
 from s3mpfs.config import MAX_PART_SIZE, MiB
+from s3mpfs.errors import FsError
+
+log = logging.getLogger(__name__)
 
 TIERS = 10
+MAX_OBJECT_SIZE = 5 * 1024**4  # S3's largest object: 5 TiB
 
 
 def part_size(number: int, base: int, max_parts: int) -> int:
@@ -30,9 +38,25 @@ def part_size(number: int, base: int, max_parts: int) -> int:
     return min(base << tier, MAX_PART_SIZE)
 
 
+@functools.lru_cache(maxsize=16)
 def capacity(base: int, max_parts: int) -> int:
     """The largest object the schedule can stream (all parts full)."""
     return sum(part_size(n, base, max_parts) for n in range(1, max_parts + 1))
+
+
+def max_file_size(base: int, max_parts: int) -> int:
+    """The largest file a write or truncate may make: S3's object limit (5 TiB) or what the
+    part tiers reach, whichever is smaller. Anything larger is EFBIG at once."""
+    return min(MAX_OBJECT_SIZE, capacity(base, max_parts))
+
+
+def check_file_size(key: str, size: int, max_size: int) -> None:
+    """EFBIG before anything changes when a write or truncate would pass max_file_size."""
+    if size > max_size:
+        log.error("%s: a size of %d bytes is refused (EFBIG): the largest file this mount "
+                  "can store is %d bytes (S3's 5 TiB object limit, or what the part tiers "
+                  "reach with --max-parts); nothing was changed", key, size, max_size)
+        raise FsError(errno.EFBIG, f"{size} bytes is above the largest file, {max_size}")
 
 
 class PartBudget:
@@ -74,6 +98,19 @@ class PartBudget:
 
     def release(self, weight: int = 1) -> None:
         self.in_flight -= 1
+        for _ in range(weight):
+            self._slots.release()
+
+    def try_hold(self, weight: int) -> bool:
+        """Take `weight` units now or not at all (never waits): memory held until a commit,
+        such as an edited block of a stored object (edits.py). Returned with unhold()."""
+        if weight > self.max_parts or self._gather.locked() or self._slots.value < weight:
+            return False
+        for _ in range(weight):
+            self._slots.acquire_nowait()
+        return True
+
+    def unhold(self, weight: int) -> None:
         for _ in range(weight):
             self._slots.release()
 

@@ -20,18 +20,18 @@ the first parts of a new upload and the tail still held in the buffer goes on fi
 object in S3 always equals what the writer had written at its last successful close().
 
 An upload can also start from an existing object (append, in-place edits, truncate): that
-object is the base, kept lazily until the first change; then, if it is at least 5 MiB, its
-bytes are copied server side as the first parts (no download), else they are fetched into the
-first buffer. The old object is replaced only when the new upload completes.
+object is the base, kept lazily until the first change; then, if it is at least one part, it
+stays in S3 and becomes the first parts at the commit (edits.py: untouched ranges copied
+server side, edited blocks uploaded), else it is fetched into the first buffer. The old object
+is replaced only when the new upload completes.
 
 Where writes may land (the file is [0, size)):
-    [0, base_len)          copied from the committed/existing object: a write here -> EINVAL
-    part 1 (fresh upload)  kept in memory until completion and re-uploaded if rewritten, so
-                           formats that patch a header at offset 0 after the body work
-    other uploaded parts   EINVAL, logged with file, offset and reason; the upload is aborted
-                           and every later write/close fails (no half-written object appears)
+    [0, base_len)          the stored object: edited in memory block by block (edits.py)
+    part 1 (fresh upload)  kept in memory until completion, re-uploaded if rewritten
+    other uploaded parts   EINVAL, logged; the upload is aborted, later writes/close fail
     [fill.start, size)     the filling buffer (_Filling): rewritten in place
-    beyond size            the gap is filled with zeros (sparse files are stored dense)
+    beyond size            zero-filled (dense), interruptibly (_append_zeros); past the
+                           largest file (parts.max_file_size) EFBIG, with nothing changed
 
 States (State): NEW (nothing written or committed), DIRTY (bytes not yet committed), CLEAN
 (committed, or an existing object not yet changed), FAILED (a part or the commit failed: the
@@ -56,11 +56,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from s3mpfs import checksums
+from s3mpfs import checksums, zerofill
 from s3mpfs.checksums import Checksum
 from s3mpfs.config import MIN_PART_SIZE, MiB, UploadConfig
+from s3mpfs.edits import BaseEdits, reserved_parts
 from s3mpfs.errors import FsError, StoreError, errno_for
-from s3mpfs.parts import PartBudget, copy_ranges, part_size
+from s3mpfs.parts import PartBudget, check_file_size, copy_ranges, max_file_size, part_size
 from s3mpfs.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,6 @@ def _errno(error: BaseException | None) -> int:
 # Moves a committed object: (src key, dst key, src etag, size) -> the new object's ETag.
 Mover = Callable[[str, str, str, int], Awaitable[str]]
 
-_ZEROS = bytes(1 * MiB)
 
 
 class Upload:
@@ -211,6 +211,8 @@ class Upload:
         self._fill = _Filling()
         self._part1: _Part1 | None = None
         self._mp: _Multipart | None = None
+        self._edits = BaseEdits(store, cfg.part_size, budget)  # of [0, base_len), in memory
+        self.max_size = max_file_size(cfg.part_size, self.max_parts)
         if existing is not None:
             self.state = State.CLEAN
             self.etag, self.size, self.committed_size = existing.etag, existing.size, existing.size
@@ -218,9 +220,12 @@ class Upload:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def write(self, offset: int, data: bytes) -> int:
+    async def write(self, offset: int, data: bytes,
+                    interrupted: zerofill.Interrupted = zerofill.never) -> int:
+        """Anywhere (module docstring); a gap past the end is zero-filled (zerofill.py)."""
         async with self._lock:
             await self._check_writable()
+            check_file_size(self.key, offset + len(data), self.max_size)
             if self.state is State.DISCARDED:
                 self.size = max(self.size, offset + len(data))
                 return len(data)
@@ -228,7 +233,8 @@ class Upload:
                 await self._materialize(self.size)
             view = memoryview(data)
             if offset > self.size:
-                await self._append_zeros(offset - self.size)
+                self.state = State.DIRTY
+                await self._append_zeros(offset - self.size, interrupted)
             if offset < self.size:
                 inside = min(len(view), self.size - offset)
                 await self._overwrite(offset, view[:inside])
@@ -247,10 +253,11 @@ class Upload:
             raise FsError(errno.EBADF, "upload closed")
 
     async def _materialize(self, keep: int) -> None:
-        """Turn the lazy base into real state, keeping its first `keep` bytes."""
+        """Turn the lazy base into real state, keeping its first `keep` bytes: under one
+        part fetched into the filling buffer, else left in S3 as the base (edits.py)."""
         self._lazy_base = False
-        if keep >= MIN_PART_SIZE:
-            self._base_len = self._fill.start = keep  # copied when the upload opens
+        if keep >= max(MIN_PART_SIZE, self.cfg.part_size):
+            self._base_len = self._fill.start = keep
         elif keep:
             try:
                 data = await self.store.get_range(self.key, 0, keep, if_match=self.etag)
@@ -262,11 +269,14 @@ class Upload:
             self._fill.length = keep
         self.size = keep
 
-    async def _append_zeros(self, count: int) -> None:
-        while count:
-            n = min(count, len(_ZEROS))
-            await self._append(memoryview(_ZEROS)[:n])
-            count -= n
+    async def _append_zeros(self, count: int,
+                            interrupted: zerofill.Interrupted = zerofill.never) -> None:
+        try:  # stops at a failed part or a signal for the caller (zerofill.py)
+            for chunk in zerofill.chunks(self.key, count, lambda: self.error, interrupted):
+                await self._append(chunk)
+        except FsError as exc:
+            await self._fail(exc)
+            raise
 
     async def _overwrite(self, offset: int, view: memoryview) -> None:
         """Rewrite bytes [offset, offset + len(view)) that lie within the file."""
@@ -278,19 +288,32 @@ class Upload:
             view, end = view[:start - offset], start
         if not view:
             return
+        if offset < self._base_len:
+            await self._edit_base(offset, view[:self._base_len - offset])
+            view, offset = view[self._base_len - offset:], self._base_len
+            if not view:
+                return
         part1 = self._part1
         if part1 is not None and end <= part1.length:
             await part1.sent.wait()  # never change bytes while they are sent
             part1.buf[offset:end] = view
             part1.dirty = True
             return
-        why = ("it lies in the existing object this upload copies server side"
-               if offset < self._base_len else "that part was already uploaded")
-        log.error("%s: write of %d bytes at offset %d rejected: %s; only the part being "
-                  "filled and the first part can be rewritten. The upload is aborted.",
-                  self.key, len(view), offset, why)
+        log.error("%s: write at offset %d rejected: that part was already uploaded; bytes "
+                  "below %d, from %d and part 1 of a new file can be rewritten. The upload "
+                  "is aborted.", self.key, offset, self._base_len, self._fill.start)
         await self._fail(FsError(errno.EINVAL, f"write at {offset} into an uploaded part"))
         raise FsError(errno.EINVAL, "write into an uploaded part")
+
+    async def _edit_base(self, offset: int, view: memoryview) -> None:
+        try:  # an in-place edit of the stored object, in memory until the commit (edits.py)
+            await self._edits.patch(self.key, self.etag, self._base_len, offset, view)
+        except (StoreError, FsError) as exc:
+            await self._fail(exc)
+            raise FsError(errno_for(exc), f"in-place edit of {self.key}: {exc}") from exc
+
+    def edited_regions(self) -> list[tuple[int, memoryview]]:  # for reads while writing
+        return self._edits.regions()  # (offset, bytes) of the base in memory; rest: `etag`
 
     async def _append(self, view: memoryview) -> None:
         fill = self._fill
@@ -364,12 +387,13 @@ class Upload:
             return await trio.to_thread.run_sync(checksums.compute, "md5", body)
         return checksums.compute(self.cfg.checksum, body)  # CRCs: ~0.3 ms per 8 MiB
 
-    async def _upload_part(self, mp: _Multipart, number: int, body: bytes | bytearray) -> None:
+    async def _upload_part(self, mp: _Multipart, number: int, body: bytes | bytearray) -> str:
         checksum = await self._checksum(body)
         etag = await self.store.upload_part(self.key, mp.upload_id, number, body, checksum)
         if checksum is not None:
             mp.sums[number] = checksum
         mp.parts[number] = etag
+        return etag
 
     async def _open_upload(self) -> _Multipart:
         meta = dict(self.metadata())
@@ -379,12 +403,9 @@ class Upload:
             checksum_algorithm=checksums.upload_algorithm(self.cfg.checksum), mark=True)
         mp = self._mp = _Multipart(upload_id)
         self.metadata_sent = meta
-        # Continue after an earlier commit: its full parts become our first parts, copied
-        # server side and pinned to the committed ETag so a replaced object is never spliced.
-        for start, end in copy_ranges(self._base_len):
-            number = mp.take_number()
-            mp.parts[number] = await self.store.upload_part_copy(
-                self.key, upload_id, number, self.key, start, end, src_etag=self.etag)
+        # The base (the stored object, or our last commit) is sent at the commit (edits.py)
+        mp.next_part += reserved_parts(self._base_len, self.cfg.part_size,
+                                       self.budget.max_parts)
         log.debug("%s: multipart upload %s opened", self.key, upload_id)
         return mp
 
@@ -403,11 +424,12 @@ class Upload:
         for _ in range(free):
             self._slots.release()
 
-    async def truncate(self, size: int) -> None:
-        """ftruncate() of the open file: grow with zeros, shrink within the filling buffer,
-        or start over at 0. Shrinking into uploaded parts raises ENOTSUP (nothing changes)."""
+    async def truncate(self, size: int, interrupted: zerofill.Interrupted = zerofill.never) -> None:
+        """ftruncate() of the open file: grow with zeros (zerofill.py), shrink within the
+        filling buffer, or start over at 0. Shrinking into uploaded parts raises ENOTSUP."""
         async with self._lock:
             await self._check_writable()
+            check_file_size(self.key, size, self.max_size)
             if self.state is State.DISCARDED or size == self.size:
                 self.size = size if self.state is State.DISCARDED else self.size
                 return
@@ -415,7 +437,8 @@ class Upload:
                 await self._materialize(min(size, self.size))
             fill = self._fill
             if size > self.size:
-                await self._append_zeros(size - self.size)
+                self.state = State.DIRTY  # never "stored" while the fill runs
+                await self._append_zeros(size - self.size, interrupted)
             elif size >= fill.start and (fill.buf is not None or size == fill.start):
                 fill.length = size - fill.start
                 self.size = size
@@ -430,6 +453,7 @@ class Upload:
     async def _start_over(self) -> None:
         await self._abort_upload()
         self._release_part1()
+        self._edits.release()
         self._base_len = self._fill.start = self._fill.length = self.size = 0
 
     # -- committing ----------------------------------------------------------------------
@@ -477,6 +501,11 @@ class Upload:
         if self.error is not None:
             raise self.error
         upload_id = mp.upload_id
+        # The base: edited blocks, and copies pinned to its ETag (never spliced) (edits.py)
+        for number, (start, end, buf) in enumerate(self._edits.plan(self._base_len), 1):
+            mp.parts[number] = (await self._upload_part(mp, number, buf) if buf is not None
+                                else await self.store.upload_part_copy(
+                self.key, upload_id, number, self.key, start, end, src_etag=self.etag))
         part1 = self._part1
         if part1 is not None and part1.dirty:
             await self._upload_part(mp, 1, _body(part1.buf, part1.length))
@@ -497,7 +526,9 @@ class Upload:
         self._base_len = self._fill.start
         self._mp = None
         self._release_part1()
+        self._edits.release()
         return etag, len(parts)
+
 
     async def rename(self, new_key: str, move: Mover) -> None:
         """The file is renamed while open: the object (if one exists) moves now and later
@@ -516,6 +547,7 @@ class Upload:
             self.error = exc
         self.state = State.FAILED
         await self._abort_upload()
+        self._edits.release()
 
     async def _abort_upload(self) -> None:
         await self._drain()
@@ -548,6 +580,7 @@ class Upload:
             self.state = State.DISCARDED
             self._fill.release(self.budget)
             self._release_part1()
+            self._edits.release()
 
     def _release_part1(self) -> None:
         """Only once part 1 is not in flight (callers drain first)."""
@@ -564,6 +597,7 @@ class Upload:
                 await self._abort_upload()
             self._fill.release(self.budget)
             self._release_part1()
+            self._edits.release()
             if self.state is not State.FAILED:
                 self.state = State.CLOSED
 

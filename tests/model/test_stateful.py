@@ -486,7 +486,7 @@ def test_overwrite_keeps_the_old_object_until_the_commit() -> None:
         RemoteDelete("b"),
         RemotePut("a/x", 6 * MiB),
         Open("a/x", trunc=False),
-        Write(at="zero", length=1, fill=1),  # lands in the copied base: EINVAL
+        Write(at="zero", length=1, fill=1),  # lands in the base: an in-place edit
         Close(),
     ])
 
