@@ -141,3 +141,32 @@ def test_truncate_20g_is_interrupted_by_sigint(mount: Mount, s3: Any, bucket: st
     deadline = time.monotonic() + 10
     while s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
         assert time.monotonic() < deadline, "the fill's multipart upload was not aborted"
+
+
+@pytest.mark.parametrize("old", [b"old object", None])
+def test_failed_part_stops_the_fill_and_keeps_the_old_object(
+        proxied_mount: Mount, proxy: S3Proxy, s3: Any, bucket: str,
+        old: bytes | None) -> None:
+    """A part of a zero-fill failing for good (after botocore's retries): the fill stops
+    there (a few parts, not 2 GiB of them), ftruncate or close() fails with EIO, and S3 keeps
+    the old object, or none."""
+    if old is not None:
+        s3.put_object(Bucket=bucket, Key="fill.bin", Body=old)
+    proxy.add_fault("UploadPart", "status", status=500, times=-1)
+    path = proxied_mount.mountpoint / "fill.bin"
+    with pytest.raises(OSError) as exc:  # noqa: PT012 - either call may report it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        try:
+            os.ftruncate(fd, 2 * 1024 * MiB)
+        finally:
+            os.close(fd)
+    assert exc.value.errno == errno.EIO
+    # 5 attempts (botocore) of at most the 4 parts in flight and the one waiting for a slot
+    assert proxy.counts().get("UploadPart", 0) <= 5 * (4 + 1)
+    proxy.reset()
+    if old is None:
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="fill.bin")
+    else:
+        assert object_bytes(s3, bucket, "fill.bin") == old
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert any("zero-fill stopped" in line for line in proxied_mount.log().splitlines())
