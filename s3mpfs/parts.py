@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -69,24 +70,43 @@ class PartBudget:
 
     Reusing buffers matters: bytearray(8 MiB) zero-fills and faults in 2048 pages, measurable
     per part at 200 MB/s; a reused buffer is already resident. At most `keep_bytes` stay free.
+
+    A freed buffer may carry a tag (an uploaded part's identity): until it is reused, its owner
+    can reclaim it to rewrite that part (upload.py). Free buffers are reused oldest first, so
+    the most recent parts stay longest, and a taker may spare tags it still wants (a writer
+    spares its own newest parts); when more than keep_bytes are free the oldest go.
     """
 
     def __init__(self, max_parts: int, keep_bytes: int = 64 * MiB) -> None:
         self.max_parts = max_parts
         self._slots = trio.Semaphore(max_parts)
         self._gather = trio.Lock()
-        self._free: dict[int, list[bytearray]] = {}
+        self._free: dict[int, list[tuple[bytearray, object]]] = {}  # oldest first
         self._keep_bytes = keep_bytes
         self.in_flight = 0
 
-    def take_buffer(self, size: int) -> bytearray:
-        free = self._free.get(size)
-        return free.pop() if free else bytearray(size)
+    def take_buffer(self, size: int, spare: Callable[[object], bool] | None = None
+                    ) -> bytearray:
+        free = self._free.get(size, [])
+        for i, (buf, tag) in enumerate(free):
+            if tag is None or spare is None or not spare(tag):
+                del free[i]
+                return buf
+        return bytearray(size)
 
-    def give_buffer(self, buf: bytearray) -> None:
-        kept = sum(size * len(bufs) for size, bufs in self._free.items())
-        if kept + len(buf) <= self._keep_bytes:
-            self._free.setdefault(len(buf), []).append(buf)
+    def give_buffer(self, buf: bytearray, tag: object = None) -> None:
+        self._free.setdefault(len(buf), []).append((buf, tag))
+        while sum(size * len(bufs) for size, bufs in self._free.items()) > self._keep_bytes:
+            del max(self._free.values(), key=len)[0]
+
+    def reclaim(self, tag: object) -> bytearray | None:
+        """The free buffer given with `tag`, taken back, if it was not reused since."""
+        for free in self._free.values():
+            for i, (buf, held) in enumerate(free):
+                if held is not None and held == tag:
+                    del free[i]
+                    return buf
+        return None
 
     async def acquire(self, weight: int = 1) -> int:
         weight = max(1, min(weight, self.max_parts))

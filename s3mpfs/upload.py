@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from s3mpfs import checksums, zerofill
+from s3mpfs import checksums, heldparts, zerofill
 from s3mpfs.checksums import Checksum
 from s3mpfs.config import MIN_PART_SIZE, MiB, UploadConfig
 from s3mpfs.edits import BaseEdits, reserved_parts
@@ -146,6 +146,8 @@ class _Multipart:
     next_part: int = 1
     acked: int = 0  # bytes of the parts S3 acknowledged from part tasks (progress)
 
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)  # number -> (start, length)
+
     def take_number(self) -> int:
         number = self.next_part
         self.next_part += 1
@@ -157,6 +159,14 @@ def _errno(error: BaseException | None) -> int:
     errors.errno_for), EIO after anything else (EINVAL/EFBIG/an unmount, which were told
     to the call that caused them)."""
     return errno_for(error) if isinstance(error, StoreError) else errno.EIO
+
+
+async def _checksum(algorithm: str, body: bytes | bytearray) -> Checksum | None:
+    if algorithm == "off":
+        return None
+    if algorithm == "md5":  # ~400 MB/s: 20 ms per 8 MiB, off the event loop
+        return await trio.to_thread.run_sync(checksums.compute, "md5", body)
+    return checksums.compute(algorithm, body)  # CRCs: ~0.3 ms per 8 MiB
 
 
 # Moves a committed object: (src key, dst key, src etag, size) -> the new object's ETag.
@@ -253,8 +263,7 @@ class Upload:
             raise FsError(errno.EBADF, "upload closed")
 
     async def _materialize(self, keep: int) -> None:
-        """Turn the lazy base into real state, keeping its first `keep` bytes: under one
-        part fetched into the filling buffer, else left in S3 as the base (edits.py)."""
+        """Keep the lazy base's first `keep` bytes: under a part fetched, else the base."""
         self._lazy_base = False
         if keep >= max(MIN_PART_SIZE, self.cfg.part_size):
             self._base_len = self._fill.start = keep
@@ -288,29 +297,33 @@ class Upload:
             view, end = view[:start - offset], start
         if not view:
             return
-        if offset < self._base_len:
-            await self._edit_base(offset, view[:self._base_len - offset])
-            view, offset = view[self._base_len - offset:], self._base_len
-            if not view:
-                return
         part1 = self._part1
         if part1 is not None and end <= part1.length:
             await part1.sent.wait()  # never change bytes while they are sent
             part1.buf[offset:end] = view
             part1.dirty = True
             return
-        log.error("%s: write at offset %d rejected: that part was already uploaded; bytes "
-                  "below %d, from %d and part 1 of a new file can be rewritten. The upload "
-                  "is aborted.", self.key, offset, self._base_len, self._fill.start)
-        await self._fail(FsError(errno.EINVAL, f"write at {offset} into an uploaded part"))
-        raise FsError(errno.EINVAL, "write into an uploaded part")
-
-    async def _edit_base(self, offset: int, view: memoryview) -> None:
-        try:  # an in-place edit of the stored object, in memory until the commit (edits.py)
-            await self._edits.patch(self.key, self.etag, self._base_len, offset, view)
+        try:
+            if offset < self._base_len:  # the stored object: edited in memory (edits.py)
+                base = self._base_len
+                await self._edits.patch(self.key, self.etag, base, offset, view[:base - offset])
+                view, offset = view[base - offset:], base
+            if view and (mp := self._mp) is not None:  # a part the pool holds (heldparts.py)
+                await self._drain()  # parts in flight are held once sent
+                if await heldparts.rewrite(self.budget, mp, mp.spans, offset, view,
+                                           lambda n, body: self._upload_part(mp, n, body)):
+                    return
         except (StoreError, FsError) as exc:
             await self._fail(exc)
-            raise FsError(errno_for(exc), f"in-place edit of {self.key}: {exc}") from exc
+            raise FsError(errno_for(exc), f"write at {offset} into {self.key}: {exc}") from exc
+        if not view:
+            return
+        log.error("%s: write at offset %d rejected: that part was uploaded and its buffer "
+                  "reused; bytes below %d, from %d, part 1 and the last %d parts (while the "
+                  "pool keeps them: --rewrite-window) can be rewritten. The upload is aborted.",
+                  self.key, offset, self._base_len, self._fill.start, self.cfg.held_parts)
+        await self._fail(FsError(errno.EINVAL, f"write at {offset} into an uploaded part"))
+        raise FsError(errno.EINVAL, "write into an uploaded part")
 
     def edited_regions(self) -> list[tuple[int, memoryview]]:  # for reads while writing
         return self._edits.regions()  # (offset, bytes) of the base in memory; rest: `etag`
@@ -326,7 +339,8 @@ class Upload:
                     await self._fail(FsError(errno.EFBIG, "more than the maximum parts"))
                     raise FsError(errno.EFBIG)
                 number = self._mp.next_part if self._mp is not None else 1
-                fill.buf = self.budget.take_buffer(self._part_size(number))
+                fill.buf = self.budget.take_buffer(self._part_size(number), heldparts.spare(
+                    self._mp, number, self.cfg.held_parts))
                 fill.length = 0
             take = min(len(fill.buf) - fill.length, len(view) - pos)
             fill.buf[fill.length:fill.length + take] = view[pos:pos + take]
@@ -347,6 +361,7 @@ class Upload:
         assert self._fill.buf is not None
         weight = await self.budget.acquire(-(-len(self._fill.buf) // self.cfg.part_size))
         number = mp.take_number()
+        mp.spans[number] = (self._fill.start, self._fill.length)
         buf, length = self._fill.hand_over()
         part1 = None
         if number == 1:
@@ -376,19 +391,12 @@ class Upload:
                 part1.sent.set()
                 if not part1.holds_slot:
                     self._slots.release()
-            else:
-                self.budget.give_buffer(buf)
+            else:  # kept for a rewrite (heldparts.py) until the pool reuses it
+                self.budget.give_buffer(buf, (mp, number) if self.error is None else None)
                 self._slots.release()
 
-    async def _checksum(self, body: bytes | bytearray) -> Checksum | None:
-        if self.cfg.checksum == "off":
-            return None
-        if self.cfg.checksum == "md5":  # ~400 MB/s: 20 ms per 8 MiB, off the event loop
-            return await trio.to_thread.run_sync(checksums.compute, "md5", body)
-        return checksums.compute(self.cfg.checksum, body)  # CRCs: ~0.3 ms per 8 MiB
-
     async def _upload_part(self, mp: _Multipart, number: int, body: bytes | bytearray) -> str:
-        checksum = await self._checksum(body)
+        checksum = await _checksum(self.cfg.checksum, body)
         etag = await self.store.upload_part(self.key, mp.upload_id, number, body, checksum)
         if checksum is not None:
             mp.sums[number] = checksum
@@ -425,8 +433,8 @@ class Upload:
             self._slots.release()
 
     async def truncate(self, size: int, interrupted: zerofill.Interrupted = zerofill.never) -> None:
-        """ftruncate() of the open file: grow with zeros (zerofill.py), shrink within the
-        filling buffer, or start over at 0. Shrinking into uploaded parts raises ENOTSUP."""
+        """Grow with zeros (zerofill.py), shrink within the filling buffer or to 0; ENOTSUP
+        into uploaded parts."""
         async with self._lock:
             await self._check_writable()
             check_file_size(self.key, size, self.max_size)
@@ -492,7 +500,7 @@ class Upload:
         if self._mp is None and self._base_len == 0:
             meta = dict(self.metadata())
             etag = await self.store.put(self.key, tail, metadata=meta,
-                                        checksum=await self._checksum(tail),
+                                        checksum=await _checksum(self.cfg.checksum, tail),
                                         replacing=replacing)
             self.metadata_sent = meta
             return etag, 0

@@ -86,7 +86,7 @@ def test_sqlite_database_on_the_mount(mount: Mount, tmp_path: Path) -> None:
            "insert into t(v) select hex(randomblob(200)) from generate_series(1, 2000);"
            "update t set v = 'changed' where id % 7 = 0;")
     r = sh(f"sqlite3 {db} \"{sql}\"")
-    if r.returncode != 0 and "disk I/O error" in r.stderr:
+    if r.returncode != 0 and "read on a descriptor opened for writing" in mount.log():
         pytest.xfail("needs reads while writing (lead): " + r.stderr)
     assert r.returncode == 0, r.stderr
     r = sh(f"sqlite3 {db} \"update t set v = 'again' where id < 10; pragma integrity_check;"
@@ -95,12 +95,15 @@ def test_sqlite_database_on_the_mount(mount: Mount, tmp_path: Path) -> None:
     assert r.stdout.split() == ["ok", "2000|284|9"]
 
 
-def test_zip_of_three_12mib_files_passes_unzip_t(mount: Mount, tmp_path: Path) -> None:
+@pytest.mark.parametrize("member", [12 * MiB, 16 * MiB])
+def test_zip_of_three_files_passes_unzip_t(mount: Mount, tmp_path: Path, member: int) -> None:
+    """zip writes a member, then seeks back to patch its local header: a rewrite of a part
+    already uploaded whose buffer the pool still holds (heldparts.py)."""
     needs("zip", "unzip")
     src = tmp_path / "dir"
     src.mkdir()
     for i in range(3):
-        (src / f"m{i}.bin").write_bytes(os.urandom(12 * MiB))
+        (src / f"m{i}.bin").write_bytes(os.urandom(member))
     r = sh(f"zip -q -0 -r {mount.mountpoint}/a.zip dir", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     shutil.copy(mount.mountpoint / "a.zip", tmp_path / "a.zip")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import pytest
 import trio
@@ -226,3 +227,85 @@ async def test_fill_is_not_stored_while_it_runs() -> None:
         gate.set()
     assert up.state is State.DIRTY
     assert len(mem.objects["k"].data) == 100
+
+
+# -- rewrites of held parts of a new file (heldparts.py) --------------------------------------
+
+class PartLog(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[int] = []
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Any,
+                          checksum: Any = None) -> str:
+        self.parts.append(number)
+        return await super().upload_part(key, upload_id, number, data, checksum)
+
+
+def _new(store: MemoryStore, n: trio.Nursery, concurrency: int, window: int = 0) -> Upload:
+    cfg = UploadConfig(part_size=PART, concurrency=concurrency, memory_limit=8 * PART,
+                       rewrite_window=window)
+    keep = (max(cfg.concurrency, cfg.held_parts) + 1) * PART  # as fs.py sizes the pool
+    return Upload(store, "k", cfg=cfg, budget=PartBudget(8, keep_bytes=keep), nursery=n,
+                  metadata=lambda: META)
+
+
+@pytest.mark.parametrize("chunk", [64 * 1024, MiB])
+async def test_rewrite_of_a_recent_part_sends_that_part_again(chunk: int) -> None:
+    """zip's pattern: a member's header is patched after its data; the part holding it was
+    uploaded and its buffer is still in the pool (the newest `concurrency` parts)."""
+    store = PartLog()
+    data = bytearray(_data(6 * PART + 77, 3))
+    async with trio.open_nursery() as n:
+        up = _new(store, n, concurrency=2)
+        for pos in range(0, len(data), chunk):
+            await up.write(pos, bytes(data[pos:pos + chunk]))
+            await trio.testing.wait_all_tasks_blocked()  # S3 faster than the writer
+        offset = 4 * PART + 3  # in part 5 of 7, sent: the filling buffer is part 7
+        await up.write(offset, b"HDR!")
+        data[offset:offset + 4] = b"HDR!"
+        await up.commit()
+    assert store.objects["k"].data == data
+    assert store.parts.count(5) == 2  # part 5 sent again with the patch
+    assert sorted(set(store.parts)) == list(range(1, 8))
+
+
+async def test_rewrite_window_setting_widens_it() -> None:
+    store = PartLog()
+    data = bytearray(_data(8 * PART, 4))
+    async with trio.open_nursery() as n:
+        up = _new(store, n, concurrency=1, window=5)
+        for pos in range(0, len(data), MiB):
+            await up.write(pos, bytes(data[pos:pos + MiB]))
+            await trio.testing.wait_all_tasks_blocked()
+        await up.write(3 * PART + 10, b"far back")  # part 4 of 8: 4 parts back
+        data[3 * PART + 10:3 * PART + 18] = b"far back"
+        await up.commit()
+    assert store.objects["k"].data == data
+
+
+async def test_rewrite_beyond_the_window_is_einval() -> None:
+    store = PartLog()
+    async with trio.open_nursery() as n:
+        up = _new(store, n, concurrency=1)
+        for pos in range(0, 6 * PART, MiB):
+            await up.write(pos, _data(MiB, pos))
+            await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(FsError) as exc:
+            await up.write(2 * PART, b"x")  # part 3: its buffer was reused
+        assert exc.value.errno == errno.EINVAL
+    assert "k" not in store.objects
+    assert store.uploads == {}
+
+
+def test_pool_reuses_oldest_first_spares_and_reclaims() -> None:
+    budget = PartBudget(8, keep_bytes=3 * 10)
+    bufs = [bytearray(10) for _ in range(4)]
+    for i, buf in enumerate(bufs):
+        budget.give_buffer(buf, ("u", i))
+    assert budget.reclaim(("u", 0)) is None  # the oldest was dropped: over keep_bytes
+    assert budget.take_buffer(10, lambda tag: tag == ("u", 1)) is bufs[2]  # 1 spared
+    assert budget.reclaim(("u", 2)) is None  # reused: gone
+    assert budget.reclaim(("u", 3)) is bufs[3]
+    assert budget.take_buffer(10) is bufs[1]
+    assert len(budget.take_buffer(10)) == 10  # empty: a new one

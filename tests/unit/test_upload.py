@@ -633,20 +633,21 @@ async def test_appending_to_an_archived_object_is_eacces(size: int) -> None:
 
 
 async def test_write_into_an_uploaded_part_is_einval_and_aborts() -> None:
-    """Only the filling buffer and part 1 (kept in memory) can be rewritten; a write into
-    any other part already sent cannot be honoured, so the upload is given up."""
+    """The filling buffer, part 1 and the newest parts whose buffers the pool still keeps
+    (heldparts.py) can be rewritten; a write into an older part already sent cannot be
+    honoured, so the upload is given up."""
     store = MemoryStore()
     await store.put("k", b"previous", metadata={})
     async with trio.open_nursery() as n:
-        up = _upload(store, n, concurrency=3)
-        await up.write(0, _data(2 * PART + 10))
+        up = _upload(store, n, concurrency=1)  # rewrite window: 1 part
+        await up.write(0, _data(4 * PART + 10))
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(FsError) as exc:
-            await up.write(PART + 5, b"x")  # inside part 2
+            await up.write(PART + 5, b"x")  # inside part 2: its buffer went to part 4
         assert exc.value.errno == errno.EINVAL
         assert up.state is State.FAILED
         assert store.uploads == {}
-        await _expect_eio(up.write(2 * PART + 10, b"more"))
+        await _expect_eio(up.write(4 * PART + 10, b"more"))
         await _expect_eio(up.commit())
     assert store.objects["k"].data == b"previous"
 
