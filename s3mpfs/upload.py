@@ -28,7 +28,8 @@ is replaced only when the new upload completes.
 Where writes may land (the file is [0, size)):
     [0, base_len)          the stored object: edited in memory block by block (edits.py)
     part 1 (fresh upload)  kept in memory until completion, re-uploaded if rewritten
-    other uploaded parts   EINVAL, logged; the upload is aborted, later writes/close fail
+    other uploaded parts   sent again while the pool still holds their buffers (heldparts.py),
+                           else EINVAL, logged; the upload is aborted, later calls fail
     [fill.start, size)     the filling buffer (_Filling): rewritten in place
     beyond size            zero-filled (dense), interruptibly (_append_zeros); past the
                            largest file (parts.max_file_size) EFBIG, with nothing changed
