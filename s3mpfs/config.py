@@ -96,6 +96,12 @@ class UploadConfig:
         """Uploaded parts kept for rewrites (--rewrite-window, default the concurrency)."""
         return self.rewrite_window or self.concurrency
 
+    @property
+    def pool_buffers(self) -> int:
+        """Free part buffers kept for reuse, and the most that sparing held parts may make:
+        what one file streaming at full concurrency holds anyway (heldparts.py)."""
+        return max(self.concurrency, self.held_parts) + 1
+
 
 # Reads: what the constants mean and where they come from is in prefetch.py's docstring.
 INITIAL_WINDOW = 1 * MiB + 128 * 1024

@@ -80,8 +80,8 @@ class Filesystem:
         self.inodes = self.names.inodes
         self.budget = PartBudget(
             self.opts.upload.max_parts_in_memory,
-            keep_bytes=(max(self.opts.upload.concurrency, self.opts.upload.held_parts) + 1)
-            * self.opts.upload.part_size)
+            keep_bytes=self.opts.upload.pool_buffers * self.opts.upload.part_size,
+            max_buffers=self.opts.upload.pool_buffers)
         self.read_budget = ReadBudget(self.opts.read.memory_limit)  # prefetch, all handles
         self._nursery: trio.Nursery | None = None
         self.attrs = AttrStore(store, self.names, self.handles)

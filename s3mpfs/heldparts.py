@@ -6,11 +6,13 @@ again with new bytes. The bytes must still be here: after a part is sent its buf
 to the PartBudget's pool of free part buffers tagged (multipart upload, part number), and
 until the pool hands it out again its owner can reclaim it (parts.PartBudget.reclaim), patch
 it and send it again. The pool reuses the oldest buffer first, and a writer taking a buffer
-spares its own newest `--rewrite-window` parts (default: --upload-concurrency). Those are the
-parts that would be in flight if S3 were the slower side, so the buffers a file holds never
-exceed what it holds anyway then (its filling buffer plus `concurrency` parts): no extra
-memory at the default. Other files writing at the same time may still take a spared buffer;
-a write into a part whose buffer is gone fails with EINVAL (upload.py logs what was possible).
+spares its own newest `--rewrite-window` parts (default: --upload-concurrency), but sparing
+never makes the pool create more buffers than one file streaming at full concurrency holds
+anyway (UploadConfig.pool_buffers; past that the oldest spared buffer is reused): no extra
+memory at the default. When S3 is the slower side the newest parts are in flight rather than
+in the pool, and a rewrite first waits for them to land (Upload._drain), so they are held
+either way. Other files writing at the same time may take a spared buffer; a write into a
+part whose buffer is gone fails with EINVAL (upload.py logs what was possible).
 """
 
 from __future__ import annotations

@@ -74,15 +74,20 @@ class PartBudget:
     A freed buffer may carry a tag (an uploaded part's identity): until it is reused, its owner
     can reclaim it to rewrite that part (upload.py). Free buffers are reused oldest first, so
     the most recent parts stay longest, and a taker may spare tags it still wants (a writer
-    spares its own newest parts); when more than keep_bytes are free the oldest go.
+    spares its own newest parts); when more than keep_bytes are free the oldest go. Sparing
+    never costs memory beyond `max_buffers` buffers in all: past that the oldest spared one
+    is reused anyway.
     """
 
-    def __init__(self, max_parts: int, keep_bytes: int = 64 * MiB) -> None:
+    def __init__(self, max_parts: int, keep_bytes: int = 64 * MiB,
+                 max_buffers: int | None = None) -> None:
         self.max_parts = max_parts
         self._slots = trio.Semaphore(max_parts)
         self._gather = trio.Lock()
         self._free: dict[int, list[tuple[bytearray, object]]] = {}  # oldest first
         self._keep_bytes = keep_bytes
+        self._max_buffers = max_buffers
+        self.buffers = 0  # part buffers made and not dropped
         self.in_flight = 0
 
     def take_buffer(self, size: int, spare: Callable[[object], bool] | None = None
@@ -92,12 +97,16 @@ class PartBudget:
             if tag is None or spare is None or not spare(tag):
                 del free[i]
                 return buf
+        if free and self._max_buffers is not None and self.buffers >= self._max_buffers:
+            return free.pop(0)[0]  # sparing may not cost more memory than this
+        self.buffers += 1
         return bytearray(size)
 
     def give_buffer(self, buf: bytearray, tag: object = None) -> None:
         self._free.setdefault(len(buf), []).append((buf, tag))
         while sum(size * len(bufs) for size, bufs in self._free.items()) > self._keep_bytes:
             del max(self._free.values(), key=len)[0]
+            self.buffers -= 1
 
     def reclaim(self, tag: object) -> bytearray | None:
         """The free buffer given with `tag`, taken back, if it was not reused since."""

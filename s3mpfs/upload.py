@@ -174,7 +174,6 @@ async def _checksum(algorithm: str, body: bytes | bytearray) -> Checksum | None:
 Mover = Callable[[str, str, str, int], Awaitable[str]]
 
 
-
 class Upload:
     """One writer's stream of bytes to one key.
 

@@ -63,6 +63,25 @@ def test_dd_notrunc_edits_in_place_and_copies_the_rest_server_side(
     assert counts.get("CompleteMultipartUpload") == 1
 
 
+def test_edit_and_append_complete_with_part_number_gaps(
+        proxied_mount: Mount, proxy: S3Proxy, s3: Any, bucket: str, tmp_path: Path) -> None:
+    """An edit near the start and 20 MiB appended: the appended parts stream after the part
+    numbers the stored object reserves (edits.py), and S3 completes across the gap."""
+    local = tmp_path / "local.bin"
+    local.write_bytes(os.urandom(SIZE))
+    s3.put_object(Bucket=bucket, Key="grow.bin", Body=local.read_bytes())
+    extra = tmp_path / "extra.bin"
+    extra.write_bytes(os.urandom(20 * MiB))
+    proxy.reset()
+    for target in (local, proxied_mount.mountpoint / "grow.bin"):
+        r = sh(f"printf HEAD | dd of={target} bs=1 seek=3 conv=notrunc status=none && "
+               f"cat {extra} >> {target}")
+        assert r.returncode == 0, r.stderr
+    assert object_bytes(s3, bucket, "grow.bin") == local.read_bytes()
+    # the edit copies [8 MiB, 25 MiB), the append the whole edited object: both server side
+    assert proxy.counts().get("UploadPartCopy") == 2
+
+
 def test_rsync_inplace_of_a_changed_file(mount: Mount, s3: Any, bucket: str,
                                          tmp_path: Path) -> None:
     needs("rsync")

@@ -309,3 +309,13 @@ def test_pool_reuses_oldest_first_spares_and_reclaims() -> None:
     assert budget.reclaim(("u", 3)) is bufs[3]
     assert budget.take_buffer(10) is bufs[1]
     assert len(budget.take_buffer(10)) == 10  # empty: a new one
+
+
+def test_sparing_costs_no_memory_past_max_buffers() -> None:
+    budget = PartBudget(8, keep_bytes=100, max_buffers=2)
+    a, b = budget.take_buffer(10), budget.take_buffer(10)
+    budget.give_buffer(a, ("u", 1))
+    assert budget.take_buffer(10, lambda tag: True) is a  # 2 made already: reused anyway
+    budget.give_buffer(b, ("u", 2))
+    budget.give_buffer(a, ("u", 3))
+    assert budget.buffers == 2
