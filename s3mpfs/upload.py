@@ -20,10 +20,10 @@ the first parts of a new upload and the tail still held in the buffer goes on fi
 object in S3 always equals what the writer had written at its last successful close().
 
 An upload can also start from an existing object (append, in-place edits, truncate): that
-object is the base, kept lazily until the first change; then, if it is at least one part, it
-stays in S3 and becomes the first parts at the commit (edits.py: untouched ranges copied
-server side, edited blocks uploaded), else it is fetched into the first buffer. The old object
-is replaced only when the new upload completes.
+object is the base, kept lazily until the first change; then, if it is at least 5 MiB (one
+part when that change is an edit inside it), it stays in S3 and becomes the first parts at the
+commit (edits.py: untouched ranges copied server side, edited blocks uploaded), else it is
+fetched into the first buffer. The old object is replaced only when the new one completes.
 
 Where writes may land (the file is [0, size)):
     [0, base_len)          the stored object: edited in memory block by block (edits.py)
@@ -239,8 +239,8 @@ class Upload:
             if self.state is State.DISCARDED:
                 self.size = max(self.size, offset + len(data))
                 return len(data)
-            if self._lazy_base:
-                await self._materialize(self.size)
+            if self._lazy_base:  # an edit under a part: in memory; an append: copied
+                await self._materialize(self.size, inside=offset < self.size)
             view = memoryview(data)
             if offset > self.size:
                 self.state = State.DIRTY
@@ -262,10 +262,10 @@ class Upload:
         if self.state is State.CLOSED:
             raise FsError(errno.EBADF, "upload closed")
 
-    async def _materialize(self, keep: int) -> None:
-        """Keep the lazy base's first `keep` bytes: under a part fetched, else the base."""
+    async def _materialize(self, keep: int, inside: bool = False) -> None:
+        """Keep the lazy base's first `keep` bytes: fetched if small, else the base."""
         self._lazy_base = False
-        if keep >= max(MIN_PART_SIZE, self.cfg.part_size):
+        if keep >= max(MIN_PART_SIZE, self.cfg.part_size if inside else 0):
             self._base_len = self._fill.start = keep
         elif keep:
             try:
