@@ -56,6 +56,7 @@ IGNORED_PREFIXES = ("x-", "comment=", "user=")
 MOUNT_FUSE3_ONLY = ("setuid=", "drop_privileges")
 # -o names that mean an s3mpfs option (dash or underscore spelling both work).
 S3MPFS_VALUED = {"endpoint_url", "region", "profile", "part_size", "upload_concurrency",
+                 "rewrite_window",
                  "memory_limit", "max_parts", "checksum", "log_file", "uid", "gid", "file_mode",
                  "dir_mode", "umask", "storage_class", "sse", "sse_kms_key_id",
                  "sse_c_key_file", "content_type", "tag", "acl", "metadata_ttl", "read_ahead",
@@ -115,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="multipart part size, at least 5M (S3's minimum); default 8M")
     up.add_argument("--upload-concurrency", type=int, default=DEFAULT_UPLOAD_CONCURRENCY,
                     metavar="N", help="parts queued or in flight per file; default %(default)s")
+    up.add_argument("--rewrite-window", type=int, default=0, metavar="N",
+                    help="uploaded parts of a new file a write may still rewrite (zip's "
+                         "header fix-ups); default: --upload-concurrency (no extra memory)")
     up.add_argument("--memory-limit", default=str(DEFAULT_MEMORY_LIMIT), metavar="SIZE",
                     help="bytes of parts in flight across all files; default 256M")
     up.add_argument("--max-parts", type=int, default=MAX_PARTS, metavar="N",
@@ -277,7 +281,8 @@ def parse_args(argv: list[str]) -> MountConfig:
                               concurrency=int(args.upload_concurrency),
                               memory_limit=parse_size(args.memory_limit),
                               max_parts=int(args.max_parts),
-                              checksum=str(args.checksum))
+                              checksum=str(args.checksum),
+                              rewrite_window=int(args.rewrite_window))
         read = ReadConfig.tuned(
             read_ahead=parse_size(args.read_ahead),
             first_read=parse_size(args.first_read) if args.first_read else None,

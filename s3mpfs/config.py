@@ -64,6 +64,9 @@ class UploadConfig:
     max_parts: int = MAX_PARTS
     # What every part (and PutObject) carries for S3 to verify; see checksums.py.
     checksum: str = "crc64nvme"
+    # Uploaded parts of a new file a write may still rewrite (their buffers kept in the pool of
+    # free part buffers, upload.py); 0: as many as --upload-concurrency (no extra memory).
+    rewrite_window: int = 0
 
     def __post_init__(self) -> None:
         if self.checksum not in ("crc64nvme", "crc32c", "md5", "off"):
@@ -79,12 +82,25 @@ class UploadConfig:
             raise ConfigError(f"--part-size {self.part_size} is above S3's 5 GiB part limit")
         if self.concurrency < 1:
             raise ConfigError("--upload-concurrency must be at least 1")
+        if self.rewrite_window < 0:
+            raise ConfigError("--rewrite-window must not be negative")
         if self.memory_limit < self.part_size:
             raise ConfigError("--memory-limit must hold at least one part (--part-size)")
 
     @property
     def max_parts_in_memory(self) -> int:
         return max(1, self.memory_limit // self.part_size)
+
+    @property
+    def held_parts(self) -> int:
+        """Uploaded parts kept for rewrites (--rewrite-window, default the concurrency)."""
+        return self.rewrite_window or self.concurrency
+
+    @property
+    def pool_buffers(self) -> int:
+        """Free part buffers kept for reuse, and the most that sparing held parts may make:
+        what one file streaming at full concurrency holds anyway (heldparts.py)."""
+        return max(self.concurrency, self.held_parts) + 1
 
 
 # Reads: what the constants mean and where they come from is in prefetch.py's docstring.

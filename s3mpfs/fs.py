@@ -84,7 +84,8 @@ class Filesystem:
         self.inodes = self.names.inodes
         self.budget = PartBudget(
             self.opts.upload.max_parts_in_memory,
-            keep_bytes=(self.opts.upload.concurrency + 1) * self.opts.upload.part_size)
+            keep_bytes=self.opts.upload.pool_buffers * self.opts.upload.part_size,
+            max_buffers=self.opts.upload.pool_buffers)
         self._nursery: trio.Nursery | None = None
         self.attrs = AttrStore(store, self.names, self.handles)
         self.holds = Holds(self.budget, self.opts.upload.part_size, self.handles, self.inodes,
@@ -161,7 +162,9 @@ class Filesystem:
         writer = self.handles.writer(inode)
         return writer.size if writer is not None else inode.size
 
-    async def setattr(self, ino: int, attr: SetAttr, fh: int | None = None) -> Inode:
+    async def setattr(self, ino: int, attr: SetAttr, fh: int | None = None,
+                      pid: int | None = None) -> Inode:
+        """`pid`: the caller's, so that a long zero-fill stops when it is interrupted."""
         inode = self.names.inode(ino)
         self._writable()
         await self.handles.settled(inode)  # a release still storing it: after that store
@@ -170,9 +173,10 @@ class Filesystem:
             if inode.is_dir:
                 raise FsError(errno.EISDIR)
             if writer is not None:
-                await writer.truncate(attr.size)
+                await writer.truncate(attr.size, lambda: openers.signal_pending(pid))
+                inode.mtime_ns = time.time_ns()  # ftruncate(2) changes the mtime too
             else:
-                await self._truncate_closed(inode, attr.size)
+                await self._truncate_closed(inode, attr.size, pid)
         if not inode.known and writer is None:
             await self.xattr_ops.read_meta(inode)  # the change keeps the rest
         changed = False
@@ -188,7 +192,7 @@ class Filesystem:
             await self.attrs.changed(inode, writer)
         return inode
 
-    async def _truncate_closed(self, inode: Inode, size: int) -> None:
+    async def _truncate_closed(self, inode: Inode, size: int, pid: int | None = None) -> None:
         """truncate(2) of a stored file: a new upload on the old object (kept range copied
         server side when >= 5 MiB, else fetched; growth is zero-filled)."""
         await self.names.ensure_meta(inode)
@@ -197,7 +201,7 @@ class Filesystem:
         existing = Existing(inode.etag, inode.size) if inode.etag is not None else None
         upload = self._new_upload(inode, existing)
         try:
-            await upload.truncate(size)
+            await upload.truncate(size, lambda: openers.signal_pending(pid))
             inode.etag = await upload.commit()
             inode.size = upload.size
         finally:
@@ -381,7 +385,9 @@ class Filesystem:
         handle = self._handle(fh)
         if not isinstance(handle, WriteHandle):
             raise FsError(errno.EBADF)
-        written = await handle.upload.write(offset, data)
+        # pyfuse3 gives write no caller: a long zero-fill asks the opener (zerofill.py)
+        written = await handle.upload.write(
+            offset, data, lambda: openers.signal_pending(handle.opener))
         handle.inode.mtime_ns = handle.inode.ctime_ns = time.time_ns()
         return written
 

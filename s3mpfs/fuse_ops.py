@@ -113,7 +113,7 @@ class Operations(pyfuse3.Operations):
                 mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
                 atime_ns=attr.st_atime_ns if fields.update_atime else None,
             )
-            return self._attrs(await self.fs.setattr(inode, change, fh))
+            return self._attrs(await self.fs.setattr(inode, change, fh, ctx.pid))
 
     async def opendir(self, inode: int, ctx: Any) -> int:
         with _errors("opendir"):

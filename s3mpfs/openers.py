@@ -64,3 +64,26 @@ def holds_writable(pid: int, mnt: int, ino: int) -> bool:
 
 
 __all__ = ["holds_writable", "process_of"]
+
+
+def signal_pending(pid: int | None) -> bool:
+    """Has process/thread `pid` (the caller of a FUSE request) a signal pending that it does
+    not block, or is it gone? The kernel waits for a FUSE reply even after a signal (it sends
+    FUSE_INTERRUPT, which pyfuse3 does not pass on), so a long operation asks this between
+    steps and stops with EINTR (zerofill.py). A fatal signal (Ctrl-C without a handler) shows
+    as SIGKILL pending. Unknown (no pid, /proc not readable): False."""
+    if pid is None:
+        return False
+    masks: dict[bytes, int] = {}
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                name, _, value = line.partition(b":")
+                if name in (b"SigPnd", b"ShdPnd", b"SigBlk"):
+                    masks[name] = int(value.strip(), 16)
+    except FileNotFoundError:
+        return True  # the caller is gone: nobody waits for the result
+    except (OSError, ValueError):
+        return False
+    pending = masks.get(b"SigPnd", 0) | masks.get(b"ShdPnd", 0)
+    return bool(pending & ~masks.get(b"SigBlk", 0))

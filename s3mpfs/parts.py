@@ -16,11 +16,20 @@ holds grows with its part size (see README: memory).
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
+from collections.abc import Callable
+
 import trio
 
 from s3mpfs.config import MAX_PART_SIZE, MiB
+from s3mpfs.errors import FsError
+
+log = logging.getLogger(__name__)
 
 TIERS = 10
+MAX_OBJECT_SIZE = 5 * 1024**4  # S3's largest object: 5 TiB
 
 
 def part_size(number: int, base: int, max_parts: int) -> int:
@@ -30,9 +39,25 @@ def part_size(number: int, base: int, max_parts: int) -> int:
     return min(base << tier, MAX_PART_SIZE)
 
 
+@functools.lru_cache(maxsize=16)
 def capacity(base: int, max_parts: int) -> int:
     """The largest object the schedule can stream (all parts full)."""
     return sum(part_size(n, base, max_parts) for n in range(1, max_parts + 1))
+
+
+def max_file_size(base: int, max_parts: int) -> int:
+    """The largest file a write or truncate may make: S3's object limit (5 TiB) or what the
+    part tiers reach, whichever is smaller. Anything larger is EFBIG at once."""
+    return min(MAX_OBJECT_SIZE, capacity(base, max_parts))
+
+
+def check_file_size(key: str, size: int, max_size: int) -> None:
+    """EFBIG before anything changes when a write or truncate would pass max_file_size."""
+    if size > max_size:
+        log.error("%s: a size of %d bytes is refused (EFBIG): the largest file this mount "
+                  "can store is %d bytes (S3's 5 TiB object limit, or what the part tiers "
+                  "reach with --max-parts); nothing was changed", key, size, max_size)
+        raise FsError(errno.EFBIG, f"{size} bytes is above the largest file, {max_size}")
 
 
 class PartBudget:
@@ -45,24 +70,52 @@ class PartBudget:
 
     Reusing buffers matters: bytearray(8 MiB) zero-fills and faults in 2048 pages, measurable
     per part at 200 MB/s; a reused buffer is already resident. At most `keep_bytes` stay free.
+
+    A freed buffer may carry a tag (an uploaded part's identity): until it is reused, its owner
+    can reclaim it to rewrite that part (upload.py). Free buffers are reused oldest first, so
+    the most recent parts stay longest, and a taker may spare tags it still wants (a writer
+    spares its own newest parts); when more than keep_bytes are free the oldest go. Sparing
+    never costs memory beyond `max_buffers` buffers in all: past that the oldest spared one
+    is reused anyway.
     """
 
-    def __init__(self, max_parts: int, keep_bytes: int = 64 * MiB) -> None:
+    def __init__(self, max_parts: int, keep_bytes: int = 64 * MiB,
+                 max_buffers: int | None = None) -> None:
         self.max_parts = max_parts
         self._slots = trio.Semaphore(max_parts)
         self._gather = trio.Lock()
-        self._free: dict[int, list[bytearray]] = {}
+        self._free: dict[int, list[tuple[bytearray, object]]] = {}  # oldest first
         self._keep_bytes = keep_bytes
+        self._max_buffers = max_buffers
+        self.buffers = 0  # part buffers made and not dropped
         self.in_flight = 0
 
-    def take_buffer(self, size: int) -> bytearray:
-        free = self._free.get(size)
-        return free.pop() if free else bytearray(size)
+    def take_buffer(self, size: int, spare: Callable[[object], bool] | None = None
+                    ) -> bytearray:
+        free = self._free.get(size, [])
+        for i, (buf, tag) in enumerate(free):
+            if tag is None or spare is None or not spare(tag):
+                del free[i]
+                return buf
+        if free and self._max_buffers is not None and self.buffers >= self._max_buffers:
+            return free.pop(0)[0]  # sparing may not cost more memory than this
+        self.buffers += 1
+        return bytearray(size)
 
-    def give_buffer(self, buf: bytearray) -> None:
-        kept = sum(size * len(bufs) for size, bufs in self._free.items())
-        if kept + len(buf) <= self._keep_bytes:
-            self._free.setdefault(len(buf), []).append(buf)
+    def give_buffer(self, buf: bytearray, tag: object = None) -> None:
+        self._free.setdefault(len(buf), []).append((buf, tag))
+        while sum(size * len(bufs) for size, bufs in self._free.items()) > self._keep_bytes:
+            del max(self._free.values(), key=len)[0]
+            self.buffers -= 1
+
+    def reclaim(self, tag: object) -> bytearray | None:
+        """The free buffer given with `tag`, taken back, if it was not reused since."""
+        for free in self._free.values():
+            for i, (buf, held) in enumerate(free):
+                if held is not None and held == tag:
+                    del free[i]
+                    return buf
+        return None
 
     async def acquire(self, weight: int = 1) -> int:
         weight = max(1, min(weight, self.max_parts))
@@ -86,6 +139,19 @@ class PartBudget:
 
     def release(self, weight: int = 1) -> None:
         self.in_flight -= 1
+        for _ in range(weight):
+            self._slots.release()
+
+    def try_hold(self, weight: int) -> bool:
+        """Take `weight` units now or not at all (never waits): memory held until a commit,
+        such as an edited block of a stored object (edits.py). Returned with unhold()."""
+        if weight > self.max_parts or self._gather.locked() or self._slots.value < weight:
+            return False
+        for _ in range(weight):
+            self._slots.acquire_nowait()
+        return True
+
+    def unhold(self, weight: int) -> None:
         for _ in range(weight):
             self._slots.release()
 

@@ -20,18 +20,19 @@ the first parts of a new upload and the tail still held in the buffer goes on fi
 object in S3 always equals what the writer had written at its last successful close().
 
 An upload can also start from an existing object (append, in-place edits, truncate): that
-object is the base, kept lazily until the first change; then, if it is at least 5 MiB, its
-bytes are copied server side as the first parts (no download), else they are fetched into the
-first buffer. The old object is replaced only when the new upload completes.
+object is the base, kept lazily until the first change; then, if it is at least 5 MiB (one
+part when that change is an edit inside it), it stays in S3 and becomes the first parts at the
+commit (edits.py: untouched ranges copied server side, edited blocks uploaded), else it is
+fetched into the first buffer. The old object is replaced only when the new one completes.
 
 Where writes may land (the file is [0, size)):
-    [0, base_len)          copied from the committed/existing object: a write here -> EINVAL
-    part 1 (fresh upload)  kept in memory until completion and re-uploaded if rewritten, so
-                           formats that patch a header at offset 0 after the body work
-    other uploaded parts   EINVAL, logged with file, offset and reason; the upload is aborted
-                           and every later write/close fails (no half-written object appears)
-    [fill.start, size)     the filling buffer (_Filling): rewritten in place
-    beyond size            the gap is filled with zeros (sparse files are stored dense)
+    [0, base_len)          the stored object: edited in memory block by block (edits.py)
+    part 1 (fresh upload)  kept in memory until completion, re-uploaded if rewritten
+    other uploaded parts   sent again while the pool still holds their buffers (heldparts.py),
+                           else EINVAL, logged; the upload is aborted, later calls fail
+    [fill.start, size)     the filling buffer (Filling): rewritten in place
+    beyond size            zero-filled (dense), interruptibly (_append_zeros); past the
+                           largest file (parts.max_file_size) EFBIG, with nothing changed
 
 States (State): NEW (nothing written or committed), DIRTY (bytes not yet committed), CLEAN
 (committed, or an existing object not yet changed), FAILED (a part or the commit failed: the
@@ -47,142 +48,39 @@ unmount, later calls fail with EIO.
 
 from __future__ import annotations
 
-import enum
 import errno
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
-from s3mpfs import checksums
-from s3mpfs.checksums import Checksum
+from s3mpfs import checksums, heldparts, zerofill
 from s3mpfs.config import MIN_PART_SIZE, MiB, UploadConfig
+from s3mpfs.edits import BaseEdits, reserved_parts
 from s3mpfs.errors import FsError, StoreError, errno_for
-from s3mpfs.parts import PartBudget, copy_ranges, part_size
+from s3mpfs.parts import PartBudget, check_file_size, copy_ranges, max_file_size, part_size
 from s3mpfs.store.base import ObjectStore
+from s3mpfs.uploadstate import (
+    Existing,
+    Filling,
+    Multipart,
+    Part1,
+    State,
+    UploadViews,
+    body_of,
+    failed_errno,
+    part_checksum,
+)
 
 log = logging.getLogger(__name__)
-
-
-class State(enum.Enum):
-    NEW = "new"
-    DIRTY = "dirty"
-    CLEAN = "clean"
-    FAILED = "failed"
-    DISCARDED = "discarded"  # unlinked while open: writes are accepted and dropped
-    CLOSED = "closed"
-
-
-def _body(buf: bytearray | None, length: int) -> bytes | bytearray:
-    """What boto3 accepts as a body without copying: the whole bytearray. boto3 refuses a
-    memoryview, so a short (last) part is copied once; full parts never are."""
-    if buf is None:
-        return b""
-    return buf if length == len(buf) else bytes(memoryview(buf)[:length])
-
-
-@dataclass(frozen=True)
-class Existing:
-    """The object under the key when a file is opened without O_TRUNC."""
-
-    etag: str
-    size: int
-
-
-@dataclass(eq=False)
-class _Filling:
-    """The buffer being filled: bytes [start, start + length) of the file. Everything before
-    `start` was handed to part tasks or is the base copied from the object. `buf` is None
-    until the next write needs one (taken from the PartBudget's pool)."""
-
-    start: int = 0
-    buf: bytearray | None = None
-    length: int = 0
-
-    def body(self) -> bytes | bytearray:
-        return _body(self.buf, self.length)
-
-    def hand_over(self) -> tuple[bytearray, int]:
-        """The full buffer leaves for a part task; the next one starts where it ended."""
-        buf, length = self.buf, self.length
-        assert buf is not None
-        self.buf, self.length = None, 0
-        self.start += length
-        return buf, length
-
-    def release(self, budget: PartBudget) -> None:
-        if self.buf is not None:
-            budget.give_buffer(self.buf)
-            self.buf, self.length = None, 0
-
-
-@dataclass(eq=False)
-class _Part1:
-    """Part 1 of a fresh upload, kept in memory until the upload completes: a rewrite (a
-    header patched at offset 0 after the body) waits until it has been sent, lands here and
-    is sent again at commit."""
-
-    buf: bytearray
-    length: int
-    # Holds one of the file's `concurrency` slots until released, so a file never holds more
-    # than `concurrency` part buffers besides the filling one (not with concurrency 1: its
-    # only slot must come free).
-    holds_slot: bool
-    sent: trio.Event = field(default_factory=trio.Event)  # its first upload settled
-    dirty: bool = False  # rewritten since: sent again at commit
-
-
-@dataclass(eq=False)
-class _Multipart:
-    """A multipart upload S3 knows about: from CreateMultipartUpload until it is completed
-    or aborted (Upload._mp is None otherwise)."""
-
-    upload_id: str
-    parts: dict[int, str] = field(default_factory=dict)  # number -> ETag, acknowledged
-    sums: dict[int, Checksum] = field(default_factory=dict)  # of the parts whose bytes we sent
-    next_part: int = 1
-    acked: int = 0  # bytes of the parts S3 acknowledged from part tasks (progress)
-
-    def take_number(self) -> int:
-        number = self.next_part
-        self.next_part += 1
-        return number
-
-
-def _errno(error: BaseException | None) -> int:
-    """The errno a call on an upload that failed with `error` gets: the store's (one table:
-    errors.errno_for), EIO after anything else (EINVAL/EFBIG/an unmount, which were told
-    to the call that caused them)."""
-    return errno_for(error) if isinstance(error, StoreError) else errno.EIO
-
-
-def _held(part1: _Part1 | None, in_flight: Iterable[tuple[int, bytearray, int]],
-          fill: _Filling) -> list[tuple[int, memoryview]]:
-    regions = [(start, memoryview(buf)[:length]) for start, buf, length in in_flight]
-    if part1 is not None:
-        regions.append((0, memoryview(part1.buf)[:part1.length]))
-    if fill.buf is not None and fill.length:
-        regions.append((fill.start, memoryview(fill.buf)[:fill.length]))
-    return sorted(regions, key=lambda r: r[0])
-
-
-async def _checksum(algorithm: str, body: bytes | bytearray) -> Checksum | None:
-    if algorithm == "off":
-        return None
-    if algorithm == "md5":  # ~400 MB/s: 20 ms per 8 MiB, off the event loop
-        return await trio.to_thread.run_sync(checksums.compute, "md5", body)
-    return checksums.compute(algorithm, body)  # CRCs: ~0.3 ms per 8 MiB
 
 
 # Moves a committed object: (src key, dst key, src etag, size) -> the new object's ETag.
 Mover = Callable[[str, str, str, int], Awaitable[str]]
 
-_ZEROS = bytes(1 * MiB)
 
-
-class Upload:
+class Upload(UploadViews):
     """One writer's stream of bytes to one key.
 
     Its state: `state` (State: the state machine of the module docstring), the file (`size`;
@@ -231,11 +129,13 @@ class Upload:
         self._slots = trio.Semaphore(cfg.concurrency)
         self._base_len = 0  # bytes [0, base_len) are copied from the object `etag`
         self._lazy_base = False  # an existing object not yet fetched or copied
-        self._fill = _Filling()
-        self._part1: _Part1 | None = None
-        self._mp: _Multipart | None = None
+        self._fill = Filling()
+        self._part1: Part1 | None = None
+        self._mp: Multipart | None = None
         # Parts handed to part tasks and not yet acknowledged: number -> (offset, buf, length)
         self._in_flight: dict[int, tuple[int, bytearray, int]] = {}
+        self._edits = BaseEdits(store, cfg.part_size, budget)  # of [0, base_len), in memory
+        self.max_size = max_file_size(cfg.part_size, self.max_parts)
         if existing is not None:
             self.state = State.CLEAN
             self.etag, self.size, self.committed_size = existing.etag, existing.size, existing.size
@@ -243,17 +143,21 @@ class Upload:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def write(self, offset: int, data: bytes) -> int:
+    async def write(self, offset: int, data: bytes,
+                    interrupted: zerofill.Interrupted = zerofill.never) -> int:
+        """Anywhere (module docstring); a gap past the end is zero-filled (zerofill.py)."""
         async with self._lock:
             await self._check_writable()
+            check_file_size(self.key, offset + len(data), self.max_size)
             if self.state is State.DISCARDED:
                 self.size = max(self.size, offset + len(data))
                 return len(data)
-            if self._lazy_base:
-                await self._materialize(self.size)
+            if self._lazy_base:  # an edit under a part: in memory; an append: copied
+                await self._materialize(self.size, inside=offset < self.size)
             view = memoryview(data)
             if offset > self.size:
-                await self._append_zeros(offset - self.size)
+                self.state = State.DIRTY
+                await self._append_zeros(offset - self.size, interrupted)
             if offset < self.size:
                 inside = min(len(view), self.size - offset)
                 await self._overwrite(offset, view[:inside])
@@ -266,32 +170,36 @@ class Upload:
     async def _check_writable(self) -> None:
         if self.state is State.FAILED:
             await self._abort_upload()  # a part task failed since: do not leave it billed
-            raise FsError(_errno(self.error), f"upload of {self.key} failed earlier: "
+            raise FsError(failed_errno(self.error), f"upload of {self.key} failed earlier: "
                                               f"{self.error}")
         if self.state is State.CLOSED:
             raise FsError(errno.EBADF, "upload closed")
 
-    async def _materialize(self, keep: int) -> None:
-        """Turn the lazy base into real state, keeping its first `keep` bytes."""
+    async def _materialize(self, keep: int, inside: bool = False) -> None:
+        """Keep the lazy base's first `keep` bytes: fetched if small, else the base."""
         self._lazy_base = False
-        if keep >= MIN_PART_SIZE:
-            self._base_len = self._fill.start = keep  # copied when the upload opens
+        if keep >= max(MIN_PART_SIZE, self.cfg.part_size if inside else 0):
+            self._base_len = self._fill.start = keep
         elif keep:
             try:
                 data = await self.store.get_range(self.key, 0, keep, if_match=self.etag)
             except StoreError as exc:
                 await self._fail(exc)
-                raise FsError(_errno(exc), f"cannot read {self.key} to extend it: {exc}") from exc
+                raise FsError(failed_errno(exc),
+                              f"cannot read {self.key} to extend it: {exc}") from exc
             self._fill.buf = self.budget.take_buffer(self._part_size(1))
             self._fill.buf[:keep] = data
             self._fill.length = keep
         self.size = keep
 
-    async def _append_zeros(self, count: int) -> None:
-        while count:
-            n = min(count, len(_ZEROS))
-            await self._append(memoryview(_ZEROS)[:n])
-            count -= n
+    async def _append_zeros(self, count: int,
+                            interrupted: zerofill.Interrupted = zerofill.never) -> None:
+        try:  # stops at a failed part or a signal for the caller (zerofill.py)
+            for chunk in zerofill.chunks(self.key, count, lambda: self.error, interrupted):
+                await self._append(chunk)
+        except FsError as exc:
+            await self._fail(exc)
+            raise
 
     async def _overwrite(self, offset: int, view: memoryview) -> None:
         """Rewrite bytes [offset, offset + len(view)) that lie within the file."""
@@ -309,11 +217,25 @@ class Upload:
             part1.buf[offset:end] = view
             part1.dirty = True
             return
-        why = ("it lies in the existing object this upload copies server side"
-               if offset < self._base_len else "that part was already uploaded")
-        log.error("%s: write of %d bytes at offset %d rejected: %s; only the part being "
-                  "filled and the first part can be rewritten. The upload is aborted.",
-                  self.key, len(view), offset, why)
+        try:
+            if offset < self._base_len:  # the stored object: edited in memory (edits.py)
+                base = self._base_len
+                await self._edits.patch(self.key, self.etag, base, offset, view[:base - offset])
+                view, offset = view[base - offset:], base
+            if view and (mp := self._mp) is not None:  # a part the pool holds (heldparts.py)
+                await self._drain()  # parts in flight are held once sent
+                if await heldparts.rewrite(self.budget, mp, mp.spans, offset, view,
+                                           lambda n, body: self._upload_part(mp, n, body)):
+                    return
+        except (StoreError, FsError) as exc:
+            await self._fail(exc)
+            raise FsError(errno_for(exc), f"write at {offset} into {self.key}: {exc}") from exc
+        if not view:
+            return
+        log.error("%s: write at offset %d rejected: that part was uploaded and its buffer "
+                  "reused; bytes below %d, from %d, part 1 and the last %d parts (while the "
+                  "pool keeps them: --rewrite-window) can be rewritten. The upload is aborted.",
+                  self.key, offset, self._base_len, self._fill.start, self.cfg.held_parts)
         await self._fail(FsError(errno.EINVAL, f"write at {offset} into an uploaded part"))
         raise FsError(errno.EINVAL, "write into an uploaded part")
 
@@ -328,7 +250,8 @@ class Upload:
                     await self._fail(FsError(errno.EFBIG, "more than the maximum parts"))
                     raise FsError(errno.EFBIG)
                 number = self._mp.next_part if self._mp is not None else 1
-                fill.buf = self.budget.take_buffer(self._part_size(number))
+                fill.buf = self.budget.take_buffer(self._part_size(number), heldparts.spare(
+                    self._mp, number, self.cfg.held_parts))
                 fill.length = 0
             take = min(len(fill.buf) - fill.length, len(view) - pos)
             fill.buf[fill.length:fill.length + take] = view[pos:pos + take]
@@ -345,27 +268,28 @@ class Upload:
             await self._slots.acquire()
         except StoreError as exc:
             await self._fail(exc)
-            raise FsError(_errno(exc), str(exc)) from exc
+            raise FsError(failed_errno(exc), str(exc)) from exc
         assert self._fill.buf is not None
         weight = await self.budget.acquire(-(-len(self._fill.buf) // self.cfg.part_size))
         number = mp.take_number()
         start = self._fill.start
+        mp.spans[number] = (self._fill.start, self._fill.length)
         buf, length = self._fill.hand_over()
         part1 = None
         if number == 1:
-            part1 = self._part1 = _Part1(buf, length, holds_slot=self.cfg.concurrency > 1)
+            part1 = self._part1 = Part1(buf, length, holds_slot=self.cfg.concurrency > 1)
         else:
             self._in_flight[number] = (start, buf, length)
         self.parts_in_flight += 1
         self.nursery.start_soon(self._send_part, mp, number, buf, length, part1, weight)
 
-    async def _send_part(self, mp: _Multipart, number: int, buf: bytearray, length: int,
-                         part1: _Part1 | None, weight: int) -> None:
-        """A part task. Part 1 stays in memory (see _Part1), every other buffer goes back."""
+    async def _send_part(self, mp: Multipart, number: int, buf: bytearray, length: int,
+                         part1: Part1 | None, weight: int) -> None:
+        """A part task. Part 1 stays in memory (see Part1), every other buffer goes back."""
         try:
             # A rewrite of part 1 waits until it has been sent (see _overwrite), so the bytes S3
             # gets are the bytes the checksum covers; the rewrite is re-sent at commit.
-            await self._upload_part(mp, number, _body(buf, length))
+            await self._upload_part(mp, number, body_of(buf, length))
             self.parts_sent += 1
             self.bytes_sent += length
             mp.acked += length
@@ -381,35 +305,30 @@ class Upload:
                 part1.sent.set()
                 if not part1.holds_slot:
                     self._slots.release()
-            else:
+            else:  # kept for a rewrite (heldparts.py) until the pool reuses it
                 self._in_flight.pop(number, None)
-                self.budget.give_buffer(buf)
+                self.budget.give_buffer(buf, (mp, number) if self.error is None else None)
                 self._slots.release()
 
-    async def _checksum(self, body: bytes | bytearray) -> Checksum | None:
-        return await _checksum(self.cfg.checksum, body)
-
-    async def _upload_part(self, mp: _Multipart, number: int, body: bytes | bytearray) -> None:
-        checksum = await self._checksum(body)
+    async def _upload_part(self, mp: Multipart, number: int, body: bytes | bytearray) -> str:
+        checksum = await part_checksum(self.cfg.checksum, body)
         etag = await self.store.upload_part(self.key, mp.upload_id, number, body, checksum)
         if checksum is not None:
             mp.sums[number] = checksum
         mp.parts[number] = etag
+        return etag
 
-    async def _open_upload(self) -> _Multipart:
+    async def _open_upload(self) -> Multipart:
         meta = dict(self.metadata())
         # mark: the store marks the upload as s3mpfs's until it ends (store/markers.py)
         upload_id = await self.store.create_upload(
             self.key, metadata=meta,
             checksum_algorithm=checksums.upload_algorithm(self.cfg.checksum), mark=True)
-        mp = self._mp = _Multipart(upload_id)
+        mp = self._mp = Multipart(upload_id)
         self.metadata_sent = meta
-        # Continue after an earlier commit: its full parts become our first parts, copied
-        # server side and pinned to the committed ETag so a replaced object is never spliced.
-        for start, end in copy_ranges(self._base_len):
-            number = mp.take_number()
-            mp.parts[number] = await self.store.upload_part_copy(
-                self.key, upload_id, number, self.key, start, end, src_etag=self.etag)
+        # The base (the stored object, or our last commit) is sent at the commit (edits.py)
+        mp.next_part += reserved_parts(self._base_len, self.cfg.part_size,
+                                       self.budget.max_parts)
         log.debug("%s: multipart upload %s opened", self.key, upload_id)
         return mp
 
@@ -428,11 +347,12 @@ class Upload:
         for _ in range(free):
             self._slots.release()
 
-    async def truncate(self, size: int) -> None:
-        """ftruncate() of the open file: grow with zeros, shrink within the filling buffer,
-        or start over at 0. Shrinking into uploaded parts raises ENOTSUP (nothing changes)."""
+    async def truncate(self, size: int, interrupted: zerofill.Interrupted = zerofill.never) -> None:
+        """Grow with zeros (zerofill.py), shrink within the filling buffer or to 0; ENOTSUP
+        into uploaded parts."""
         async with self._lock:
             await self._check_writable()
+            check_file_size(self.key, size, self.max_size)
             if self.state is State.DISCARDED or size == self.size:
                 self.size = size if self.state is State.DISCARDED else self.size
                 return
@@ -440,7 +360,8 @@ class Upload:
                 await self._materialize(min(size, self.size))
             fill = self._fill
             if size > self.size:
-                await self._append_zeros(size - self.size)
+                self.state = State.DIRTY  # never "stored" while the fill runs
+                await self._append_zeros(size - self.size, interrupted)
             elif size >= fill.start and (fill.buf is not None or size == fill.start):
                 fill.length = size - fill.start
                 self.size = size
@@ -455,6 +376,7 @@ class Upload:
     async def _start_over(self) -> None:
         await self._abort_upload()
         self._release_part1()
+        self._edits.release()
         self._base_len = self._fill.start = self._fill.length = self.size = 0
 
     # -- committing ----------------------------------------------------------------------
@@ -478,7 +400,7 @@ class Upload:
             self.etag = etag
         except (StoreError, FsError) as exc:
             await self._fail(exc)
-            raise FsError(_errno(exc), f"upload of {self.key} failed: {exc}") from exc
+            raise FsError(failed_errno(exc), f"upload of {self.key} failed: {exc}") from exc
         self.committed_size = self.size
         self.committed_here = True
         self.state = State.CLEAN
@@ -494,7 +416,7 @@ class Upload:
         if self._mp is None and self._base_len == 0:
             meta = dict(self.metadata())
             etag = await self.store.put(self.key, tail, metadata=meta,
-                                        checksum=await self._checksum(tail),
+                                        checksum=await part_checksum(self.cfg.checksum, tail),
                                         replacing=replacing, create_only=create_only)
             self.metadata_sent = meta
             return etag, 0
@@ -503,9 +425,14 @@ class Upload:
         if self.error is not None:
             raise self.error
         upload_id = mp.upload_id
+        # The base: edited blocks, and copies pinned to its ETag (never spliced) (edits.py)
+        for number, (start, end, buf) in enumerate(self._edits.plan(self._base_len), 1):
+            mp.parts[number] = (await self._upload_part(mp, number, buf) if buf is not None
+                                else await self.store.upload_part_copy(
+                self.key, upload_id, number, self.key, start, end, src_etag=self.etag))
         part1 = self._part1
         if part1 is not None and part1.dirty:
-            await self._upload_part(mp, 1, _body(part1.buf, part1.length))
+            await self._upload_part(mp, 1, body_of(part1.buf, part1.length))
             part1.dirty = False
         if self._fill.length:
             await self._upload_part(mp, mp.next_part, tail)
@@ -524,7 +451,9 @@ class Upload:
         self._base_len = self._fill.start
         self._mp = None
         self._release_part1()
+        self._edits.release()
         return etag, len(parts)
+
 
     async def rename(self, new_key: str, move: Mover) -> None:
         """The file is renamed while open: the object (if one exists) moves now and later
@@ -543,6 +472,7 @@ class Upload:
             self.error = exc
         self.state = State.FAILED
         await self._abort_upload()
+        self._edits.release()
 
     async def _abort_upload(self) -> None:
         await self._drain()
@@ -575,6 +505,7 @@ class Upload:
             self.state = State.DISCARDED
             self._fill.release(self.budget)
             self._release_part1()
+            self._edits.release()
 
     def _release_part1(self) -> None:
         """Only once part 1 is not in flight (callers drain first)."""
@@ -591,44 +522,9 @@ class Upload:
                 await self._abort_upload()
             self._fill.release(self.budget)
             self._release_part1()
+            self._edits.release()
             if self.state is not State.FAILED:
                 self.state = State.CLOSED
-
-    # -- reading back what was written -----------------------------------------------------
-
-    def held(self) -> list[tuple[int, memoryview]]:
-        """The file's bytes this upload holds in memory, as (offset, bytes) regions in order:
-        part 1 of a fresh upload (kept until completion), parts still in flight, and the
-        filling buffer. Bytes of parts S3 already acknowledged are not held: an incomplete
-        multipart upload cannot be read back (the caller says so)."""
-        return _held(self._part1, self._in_flight.values(), self._fill)
-
-    @property
-    def stored_prefix(self) -> int:
-        """Bytes [0, n) of the file that are the object `etag` S3 holds: all of a committed
-        (or unchanged existing) file, else the part a continued upload copies server side."""
-        if self.detached or self.state in (State.FAILED, State.DISCARDED, State.CLOSED):
-            return 0
-        return self.size if self.state is State.CLEAN else self._base_len
-
-    def detach(self) -> None:
-        """The file was unlinked while open: keep serving its descriptors from memory; its
-        commits store nothing any more (fs.py skips them) and close aborts what was sent."""
-        self.detached = True
-
-    @property
-    def buffered_bytes(self) -> int:
-        return self._fill.length
-
-    @property
-    def bytes_in_s3(self) -> int:
-        """Bytes of the file S3 holds: all of it once committed; else the open multipart
-        upload's acknowledged parts (its server-side copied base included)."""
-        if self.state is State.CLEAN:
-            return self.size
-        if self._mp is None:
-            return self.committed_size if self.state is not State.FAILED else 0
-        return self._base_len + self._mp.acked
 
 
 __all__ = ["Existing", "MiB", "PartBudget", "State", "Upload", "copy_ranges"]

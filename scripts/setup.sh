@@ -34,10 +34,10 @@ apt_install() {
 
 # 1. System packages: pyfuse3 has no wheels, it builds against libfuse3 (found by pkg-config),
 #    needs a C compiler and Python's headers, and mounting needs fusermount3 (fuse3). The
-#    tests drive the mount with real programs, rsync among them (not in a minimal Debian),
-#    and setfattr/getfattr (attr).
+#    tests drive the mount with real programs, rsync, zip, unzip and sqlite3 among them (not in
+#    a minimal Debian), and setfattr/getfattr (attr).
 missing=()
-for pkg in fuse3 libfuse3-dev pkg-config rsync attr; do
+for pkg in fuse3 libfuse3-dev pkg-config rsync attr zip unzip sqlite3; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then

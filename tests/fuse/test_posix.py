@@ -99,11 +99,13 @@ def test_header_patch_after_body(mount: Mount, s3: Any, bucket: str, tmp_path: P
     assert body(s3, bucket, "patched.bin") == expected
 
 
-def test_write_into_an_uploaded_later_part_fails_and_stores_nothing(
+def test_write_into_a_long_uploaded_part_fails_and_stores_nothing(
         mount: Mount, s3: Any, bucket: str) -> None:
     fd = os.open(mount.mountpoint / "bad.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        os.write(fd, os.urandom(20 * MiB))  # parts 1 and 2 uploaded, part 3 filling
+        # parts 1 to 12 uploaded: part 2's buffer is long reused (the pool keeps at most 5
+        # and spares the newest 4 parts for rewrites, heldparts.py)
+        os.write(fd, os.urandom(100 * MiB))
         with pytest.raises(OSError) as exc:
             os.pwrite(fd, b"x", 9 * MiB)  # inside part 2
         assert exc.value.errno == errno.EINVAL

@@ -475,8 +475,8 @@ def test_streaming_multipart_append_and_rename() -> None:
 def test_write_into_an_uploaded_part_fails_the_handle() -> None:
     run([
         Create("a"),
-        Write(length=2 * 5 * MiB + 10, fill=1),  # parts 1 and 2 sent
-        Write(at="inside", pos=60, length=10, fill=2),  # part 2: EINVAL, handle failed
+        Write(length=8 * 5 * MiB + 10, fill=1),  # parts 1 to 8 sent
+        Write(at="inside", pos=15, length=10, fill=2),  # part 2, long reused: EINVAL
         Write(length=10, fill=3),  # EIO
         Close(),  # EIO: no object
     ])
@@ -492,7 +492,7 @@ def test_overwrite_keeps_the_old_object_until_the_commit() -> None:
         RemoteDelete("b"),
         RemotePut("a/x", 6 * MiB),
         Open("a/x", trunc=False),
-        Write(at="zero", length=1, fill=1),  # lands in the copied base: EINVAL
+        Write(at="zero", length=1, fill=1),  # lands in the base: an in-place edit
         Close(),
     ])
 
@@ -553,8 +553,8 @@ def test_regression_failed_upload_after_chmod_leaves_a_phantom_file() -> None:
         Create("a"),
         Write(length=5 * MiB, fill=1),  # part 1 sent: the metadata went with Create
         Chmod("a", 0o600),  # so the new mode waits for the commit (meta_changed)
-        Write(length=5 * MiB, fill=2),
-        Write(at="inside", pos=50, length=1, fill=3),  # offset 5 MiB: part 2 -> EINVAL
+        Write(length=7 * 5 * MiB, fill=2),
+        Write(at="inside", pos=15, length=1, fill=3),  # offset 6 MiB: part 2 -> EINVAL
         Close(),  # EIO; then lookup 'a' succeeds, model: ENOENT
     ])
 

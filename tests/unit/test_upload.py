@@ -633,36 +633,36 @@ async def test_appending_to_an_archived_object_is_eacces(size: int) -> None:
 
 
 async def test_write_into_an_uploaded_part_is_einval_and_aborts() -> None:
-    """Only the filling buffer and part 1 (kept in memory) can be rewritten; a write into
-    any other part already sent cannot be honoured, so the upload is given up."""
+    """The filling buffer, part 1 and the newest parts whose buffers the pool still keeps
+    (heldparts.py) can be rewritten; a write into an older part already sent cannot be
+    honoured, so the upload is given up."""
     store = MemoryStore()
     await store.put("k", b"previous", metadata={})
     async with trio.open_nursery() as n:
-        up = _upload(store, n, concurrency=3)
-        await up.write(0, _data(2 * PART + 10))
+        up = _upload(store, n, concurrency=1)  # rewrite window: 1 part
+        await up.write(0, _data(4 * PART + 10))
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(FsError) as exc:
-            await up.write(PART + 5, b"x")  # inside part 2
+            await up.write(PART + 5, b"x")  # inside part 2: its buffer went to part 4
         assert exc.value.errno == errno.EINVAL
         assert up.state is State.FAILED
         assert store.uploads == {}
-        await _expect_eio(up.write(2 * PART + 10, b"more"))
+        await _expect_eio(up.write(4 * PART + 10, b"more"))
         await _expect_eio(up.commit())
     assert store.objects["k"].data == b"previous"
 
 
-async def test_write_into_the_committed_base_is_einval() -> None:
+async def test_write_into_the_committed_base_edits_it() -> None:
     store = MemoryStore()
-    data = _data(PART + 10)
+    data = bytearray(_data(PART + 10))
     async with trio.open_nursery() as n:
         up = _upload(store, n)
-        await up.write(0, data)
+        await up.write(0, bytes(data))
         await up.commit()
-        with pytest.raises(FsError) as exc:
-            await up.write(100, b"x")  # bytes now copied server side from the object
-        assert exc.value.errno == errno.EINVAL
-        await _expect_eio(up.commit())
-    assert store.objects["k"].data == data  # the committed object stays
+        await up.write(100, b"x")  # the committed object is the base: an in-place edit
+        await up.commit()
+    data[100:101] = b"x"
+    assert store.objects["k"].data == data
     assert store.uploads == {}
 
 
@@ -683,7 +683,7 @@ async def test_rewrites_within_the_buffer_and_part_1_and_gaps() -> None:
     assert store.objects["k"].data == expected
 
 
-async def test_too_many_parts_is_efbig_and_stores_nothing() -> None:
+async def test_write_past_the_largest_file_is_efbig_and_changes_nothing() -> None:
     store = MemoryStore()
     async with trio.open_nursery() as n:
         up = _upload(store, n, max_parts=2)
@@ -693,12 +693,12 @@ async def test_too_many_parts_is_efbig_and_stores_nothing() -> None:
         with pytest.raises(FsError) as exc:
             await up.write(full, b"one byte too many")
         assert exc.value.errno == errno.EFBIG
-        assert up.state is State.FAILED
-        await _expect_eio(up.commit())
-        await _expect_eio(up.write(full, b"x"))
-        await up.close()
-        assert up.state is State.FAILED
-    assert store.objects == {}
+        with pytest.raises(FsError) as exc:
+            await up.truncate(full + 1)
+        assert exc.value.errno == errno.EFBIG
+        assert (up.state, up.size) == (State.DIRTY, full)  # refused before any change
+        await up.commit()
+    assert store.objects["k"].data == _data(full)
     assert store.uploads == {}
 
 
