@@ -156,11 +156,10 @@ async def get(fs: Source, inode: Inode, name: str) -> bytes | None:
 
 
 # listxattr must stay cheap (cp -a, rsync -X and getfattr -d call it per file), and it lists
-# only what a copy of the file should carry: the stored user.* names, and user.s3mpfs.progress
-# while the file is being written. user.s3mpfs.status and user.s3.* are read by name only:
-# listed, every cp -a / rsync -X out of the mount would copy them onto the restored files, and
-# every rsync -X into it would try to remove them.
-_LISTED = (PROGRESS,)
+# only what a copy of the file should carry: the stored user.* names. s3mpfs's own attributes
+# (user.s3mpfs.progress/status, user.s3.*) are read by name only: listed, every cp -a / rsync -X
+# out of the mount would copy them onto the restored files, and every rsync -X into it would
+# try to remove them (rsync -X lists its temporary file while writing it: progress was there).
 
 # -- stored user.* attributes -----------------------------------------------------------------
 
@@ -229,8 +228,4 @@ async def get_any(fs: Source, inode: Inode, name: str) -> bytes:
 async def names(fs: Source, inode: Inode) -> list[str]:
     if not inode.known:
         await fs.read_meta(inode)
-    out = sorted(inode.xattrs)
-    for name in _LISTED:
-        if await XATTRS[name](fs, inode) is not None:
-            out.append(name)
-    return out
+    return sorted(inode.xattrs)
