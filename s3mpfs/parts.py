@@ -54,9 +54,9 @@ def max_file_size(base: int, max_parts: int) -> int:
 def check_file_size(key: str, size: int, max_size: int) -> None:
     """EFBIG before anything changes when a write or truncate would pass max_file_size."""
     if size > max_size:
-        log.error("%s: a size of %d bytes is refused (EFBIG): the largest file this mount "
-                  "can store is %d bytes (S3's 5 TiB object limit, or what the part tiers "
-                  "reach with --max-parts); nothing was changed", key, size, max_size)
+        log.error("%s: file too large: a size of %d bytes is refused (EFBIG); the largest "
+                  "file this mount can store is %d bytes (S3's 5 TiB object limit, or what the "
+                  "part tiers reach with --max-parts)", key, size, max_size)
         raise FsError(errno.EFBIG, f"{size} bytes is above the largest file, {max_size}")
 
 

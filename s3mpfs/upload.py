@@ -32,7 +32,9 @@ Where writes may land (the file is [0, size)):
                            else EINVAL, logged; the upload is aborted, later calls fail
     [fill.start, size)     the filling buffer (Filling): rewritten in place
     beyond size            zero-filled (dense), interruptibly (_append_zeros); past the
-                           largest file (parts.max_file_size) EFBIG, with nothing changed
+                           largest file (parts.max_file_size) EFBIG at once, nothing sent,
+                           and the upload fails (no truncated object); a truncate past it
+                           is refused with nothing changed
 
 States (State): NEW (nothing written or committed), DIRTY (bytes not yet committed), CLEAN
 (committed, or an existing object not yet changed), FAILED (a part or the commit failed: the
@@ -148,7 +150,11 @@ class Upload(UploadViews):
         """Anywhere (module docstring); a gap past the end is zero-filled (zerofill.py)."""
         async with self._lock:
             await self._check_writable()
-            check_file_size(self.key, offset + len(data), self.max_size)
+            try:  # a file that cannot be stored whole is not stored at all: the upload fails
+                check_file_size(self.key, offset + len(data), self.max_size)
+            except FsError as exc:
+                await self._fail(exc)
+                raise
             if self.state is State.DISCARDED:
                 self.size = max(self.size, offset + len(data))
                 return len(data)

@@ -165,13 +165,17 @@ async def test_growth_past_the_largest_object_is_efbig_and_changes_nothing() -> 
     mem, store, old, etag = await _stored(100)
     async with trio.open_nursery() as n:
         up = _upload(store, n, etag, 100)
-        for call in (up.truncate(MAX_OBJECT_SIZE + 1), up.write(2**50, b"x")):
-            with pytest.raises(FsError) as exc:
-                await call
-            assert exc.value.errno == errno.EFBIG
+        with pytest.raises(FsError) as exc:
+            await up.truncate(MAX_OBJECT_SIZE + 1)
+        assert exc.value.errno == errno.EFBIG
         assert (up.state, up.size) == (State.CLEAN, 100)
         await up.write(100, b"!")  # the upload still works
         await up.commit()
+        far = _upload(store, n, up.etag, 101)
+        with pytest.raises(FsError) as exc:
+            await far.write(2**50, b"x")  # nothing sent; the file cannot be stored whole
+        assert exc.value.errno == errno.EFBIG and far.state is State.FAILED
+        await far.close()
         small = _upload(store, n, None, 0, max_parts=20)  # the tiers' limit, not S3's
         with pytest.raises(FsError) as exc:
             await small.truncate(capacity(PART, 20) + 1)

@@ -691,14 +691,17 @@ async def test_write_past_the_largest_file_is_efbig_and_changes_nothing() -> Non
         assert full == 3 * PART
         await up.write(0, _data(full))
         with pytest.raises(FsError) as exc:
-            await up.write(full, b"one byte too many")
-        assert exc.value.errno == errno.EFBIG
-        with pytest.raises(FsError) as exc:
             await up.truncate(full + 1)
         assert exc.value.errno == errno.EFBIG
         assert (up.state, up.size) == (State.DIRTY, full)  # refused before any change
-        await up.commit()
-    assert store.objects["k"].data == _data(full)
+        with pytest.raises(FsError) as exc:
+            await up.write(full, b"one byte too many")
+        assert exc.value.errno == errno.EFBIG
+        assert up.state is State.FAILED  # a file that cannot be stored whole: none of it
+        with pytest.raises(FsError):
+            await up.commit()
+        await up.close()
+    assert "k" not in store.objects
     assert store.uploads == {}
 
 
