@@ -59,11 +59,16 @@ class Links:
         inode.mtime_ns, inode.size = time.time_ns(), len(body)
         inode.etag = await self.store.put(self.names.key(inode), body,
                                           metadata=inode.metadata())
+        return self._stored_new(inode)
+
+    def _stored_new(self, inode: Inode) -> Inode:
+        """A new object this mount just stored under inode.path (its etag set): S3 holds its
+        attributes, the caches show it, and the kernel takes a reference."""
         inode.attrs_stored()
         inode.committed_at = time.monotonic()
         self.names.renew(inode)
-        self.names.created(path, DirEntry(name, Kind.FILE, inode.size, time.time(),
-                                          inode.etag))
+        self.names.created(inode.path, DirEntry(inode.path.rpartition("/")[2], Kind.FILE,
+                                                inode.size, time.time(), inode.etag))
         inode.lookups += 1
         return inode
 
@@ -153,12 +158,7 @@ class Links:
         copy.etag = await copy_object(self.store, self.names.key(inode), self.names.key(copy),
                                       size=inode.size, etag=inode.etag,
                                       metadata=inode.metadata())
-        copy.attrs_stored()
-        copy.committed_at = time.monotonic()
-        self.names.renew(copy)
-        self.names.created(path, DirEntry(new_name, Kind.FILE, copy.size, time.time(),
-                                          copy.etag))
-        copy.lookups += 1
+        self._stored_new(copy)
         log.info("link %s -> %s: stored as an independent copy (--hard-links copy)",
                  path, inode.path)
         return copy
