@@ -16,7 +16,6 @@ stop retrying altogether. A request that raises out of `_call` has failed for go
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import hashlib
 import http.client
@@ -58,6 +57,7 @@ from s3mpfs.store.base import (
     UploadInfo,
     fill,
 )
+from s3mpfs.store.heads import QuickHeads, parse_timestamp
 from s3mpfs.store.markers import Markers
 from s3mpfs.store.objectargs import (
     ObjectArgs,
@@ -134,13 +134,6 @@ def _map_errors(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {exc}".lstrip(": "), code=type(exc).__name__) from exc
 
 
-def _parse_timestamp(value: str) -> datetime.datetime:
-    try:
-        return datetime.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return botocore.utils.parse_timestamp(value)  # e.g. HTTP dates in headers
-
-
 # botocore signs with awscrt whenever awscrt is installed (s3mpfs needs it for CRC64NVME), and
 # its CRT signer copies every body (BytesIO(request.body), botocore/crt/auth.py) and reads it
 # back through Python callbacks: +8 MiB of RSS per part in flight and ~20 % more CPU in a
@@ -172,10 +165,8 @@ def make_client(cfg: S3Config, *, max_connections: int = 32, attempts: int = 1) 
         response_checksum_validation="when_required",
     )
     botocore.auth.AUTH_TYPE_MAPS.update(_PURE_PYTHON_SIGNERS)
-    # Listings carry a LastModified per key, which botocore parses with dateutil: ~20 % of the
-    # daemon's time in `ls -l` of 10,000 keys. S3's ISO 8601 form needs only fromisoformat.
     session._session.get_component("response_parser_factory").set_parser_defaults(
-        timestamp_parser=_parse_timestamp)
+        timestamp_parser=parse_timestamp)
     client = session.client("s3", endpoint_url=cfg.endpoint_url, config=conf)
     for op in ("CopyObject", "UploadPartCopy"):
         client.meta.events.register(f"before-sign.s3.{op}", _legacy_copy_if_match)
@@ -305,6 +296,7 @@ class BotoStore:
         self.options = ObjectArgs(options)
         self.markers = Markers()  # of the uploads created with mark=True
         self.client = make_client(cfg, max_connections=threads)
+        self.quick = QuickHeads(self.client, cfg.bucket, cfg.endpoint_url)  # heads.py: why
         self.limiter = trio.CapacityLimiter(threads)
         self.counts: Counter[str] = Counter()
         self.attempts = attempts
@@ -351,9 +343,14 @@ class BotoStore:
         return await self._call(op, what, lambda: fn({}))
 
     async def head(self, key: str) -> ObjectInfo:
-        r = await self._sse_c_call("HeadObject", key, self.options.sse_c(key),
-                                   lambda sse: self.client.head_object(
-                                       Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **sse))
+        sse = self.options.sse_c(key)
+        quick = None
+        if self.quick.enabled and not sse:
+            quick = await self._call("HeadObject", key, lambda: self.quick.head(key))
+        # None: not a 200 or a 404, which boto3 knows what to make of
+        r: dict[str, Any] = quick if quick is not None else await self._sse_c_call(
+            "HeadObject", key, sse, lambda sse: self.client.head_object(
+                Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **sse))
         metadata = dict(r.get("Metadata", {}))
         headers = system_headers(r)
         self.options.known.learn(key, Source(

@@ -247,7 +247,7 @@ def s3fs_mounted(bucket: str, server: S3Server, tmp_path: Path) -> Iterator[Path
     passwd.write_text(f"{server.access_key}:{server.secret_key}\n")
     passwd.chmod(0o600)
     opts = (f"url={server.url},use_path_request_style,passwd_file={passwd},"
-            f"endpoint={server.region},stat_cache_expire=1")
+            f"endpoint={server.region},stat_cache_expire=1,use_xattr")
     log = (tmp_path / "s3fs.log").open("wb")
     proc = subprocess.Popen(["s3fs", bucket, str(mnt), "-f", "-o", opts], stdout=log,
                             stderr=subprocess.STDOUT)
@@ -277,20 +277,26 @@ def test_s3fs_reads_our_links_and_we_read_its_links(
         (m.mountpoint / "f").write_bytes(b"data")
         os.chmod(m.mountpoint / "f", 0o640)
         os.utime(m.mountpoint / "f", (T, T))
+        os.setxattr(m.mountpoint / "f", "user.bin", bytes(range(256)))
         os.mkfifo(m.mountpoint / "fifo", 0o600)
     with s3fs_mounted(bucket, server, tmp_path) as theirs:
         assert os.readlink(theirs / "ours") == "dir/target"
         assert os.lstat(theirs / "ours").st_mtime == T
         st = os.stat(theirs / "f")
         assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o640, T)
+        assert os.getxattr(theirs / "f", "user.bin") == bytes(range(256))
         assert stat.S_ISFIFO(os.lstat(theirs / "fifo").st_mode)
         os.symlink("/abs/their/target", theirs / "s3fs-link")
         os.mkfifo(theirs / "s3fs-fifo")
         (theirs / "s3fs-file").write_bytes(b"x")
         os.chmod(theirs / "s3fs-file", 0o604)
+        os.utime(theirs / "s3fs-file", (T + 7, T + 7))
+        os.setxattr(theirs / "s3fs-file", "user.theirs", b"\x00\xffv")
     with mounted(bucket, server.url, tmp_path, "again") as m:
         assert os.readlink(m.mountpoint / "s3fs-link") == "/abs/their/target"
         assert stat.S_ISFIFO(os.lstat(m.mountpoint / "s3fs-fifo").st_mode)
-        assert stat.S_IMODE(os.stat(m.mountpoint / "s3fs-file").st_mode) == 0o604
+        st = os.stat(m.mountpoint / "s3fs-file")
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o604, T + 7)
+        assert os.getxattr(m.mountpoint / "s3fs-file", "user.theirs") == b"\x00\xffv"
         listed = {p.name: p for p in m.mountpoint.iterdir()}
         assert listed["s3fs-link"].is_symlink()
