@@ -28,7 +28,8 @@ Workloads (interleaved per round: every system runs round 1, then every system r
   write     dd if=SRC of=MNT/KEY bs=1M of 1 GiB; durable when dd exits (close)
   tar       tar cf - DIR | cat > MNT/x.tar of a 512 MiB tree (128 files of 4 MiB)
   rsync     rsync -a --stats of 1,000 x 4 KiB files in 10 directories into a new directory,
-            then the same rsync again (files re-transferred, from --stats)
+            then the same rsync again (files re-transferred, from --stats), and once more
+            on a freshly mounted daemon ("rsync remount": attributes read from S3 again)
   read      read(2) of a 1 GiB object in 1 MiB requests; the file's cached pages are dropped
             first (posix_fadvise DONTNEED)
   ls        ls -l of a directory of 10,000 keys on a fresh mount (mounted per run)

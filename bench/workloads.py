@@ -3,7 +3,8 @@
   write     dd if=SRC of=MNT/KEY bs=1M; durable when dd exits (close)
   tar       tar cf - DIR | cat > MNT/x.tar (128 files of 4 MiB)
   rsync     rsync -a --stats of 4 KiB files in 10 directories into a new directory, then the
-            same rsync again (files re-transferred, from --stats)
+            same rsync again (files re-transferred, from --stats), and once more on a
+            freshly mounted daemon ("rsync remount": every attribute read from S3 again)
   read      read(2) of one object in 1 MiB requests after posix_fadvise(DONTNEED)
   ls        ls -l of a directory of many keys on a fresh mount
   parallel  4 dd writers at once, each its own slice of SRC
@@ -290,12 +291,16 @@ class Workloads:
                     if not t.durable_at_close:
                         run.extra["close_s"] = time.perf_counter() - t0
                     self.wait_stored(t, prefix=prefix, count=files)
-                with self.rec.window("rsync again", t, n, nbytes=0, items=files) as run:
-                    r = run_cmd(cmd, timeout, ok_codes=(0, 23, 24))
-                    if r.returncode:
-                        run.extra["rsync_exit"] = r.returncode
-                    m = _XFER_RE.search(r.stdout)
-                    run.extra["transferred"] = int(m.group(1).replace(",", "")) if m else -1
+                self.rsync_again(t, n, "rsync again", cmd)
+                # A fresh daemon of the same system (its caches empty, as after a reboot):
+                # what a nightly backup costs, every attribute read from S3 again.
+                fresh = self.mounts.mount(t.system, f"rsync-remount-{n}")
+                assert fresh.mnt is not None
+                try:
+                    self.rsync_again(fresh, n, "rsync remount",
+                                     [*cmd[:-1], f"{fresh.mnt / prefix}/"])
+                finally:
+                    self.mounts.unmount(fresh)
             stored = sum(
                 1 for page in self.ctl.get_paginator("list_objects_v2").paginate(
                     Bucket=self.bucket, Prefix=prefix)
@@ -304,6 +309,16 @@ class Workloads:
                 raise RuntimeError(f"{prefix}: {stored} objects stored, expected {files}")
         finally:
             self.delete_prefix(prefix)
+
+    def rsync_again(self, t: Target, n: int, label: str, cmd: list[str]) -> None:
+        """The same rsync once more: nothing changed, so nothing should be sent."""
+        files = len(self.rs_files)
+        with self.rec.window(label, t, n, nbytes=0, items=files) as run:
+            r = run_cmd(cmd, self.rsync_timeout, ok_codes=(0, 23, 24))
+            if r.returncode:
+                run.extra["rsync_exit"] = r.returncode
+            m = _XFER_RE.search(r.stdout)
+            run.extra["transferred"] = int(m.group(1).replace(",", "")) if m else -1
 
     def setup_read(self) -> None:
         from boto3.s3.transfer import TransferConfig
