@@ -7,45 +7,20 @@ import itertools
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 import trio
 import trio.testing
 
-from s3mpfs.config import MiB, UploadConfig
-from s3mpfs.errors import FsError, StoreError
-from s3mpfs.fs import Filesystem, FsOptions, SetAttr
+from s3mpfs.config import MiB
+from s3mpfs.errors import StoreError
+from s3mpfs.fs import Filesystem, SetAttr
 from s3mpfs.inodes import ROOT_INODE, Inode, Kind
 from s3mpfs.store.memory import MemoryStore, _Object
 from tests.helpers.faults import FaultyStore
-
-PART = 5 * MiB
-UID, GID = 1000, 1000
-
-
-def _opts(**kw: object) -> FsOptions:
-    upload = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
-    return FsOptions(upload=upload, uid=UID, gid=GID, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def mem() -> MemoryStore:
-    return MemoryStore()
-
-
-@pytest.fixture
-async def fs(mem: MemoryStore) -> AsyncIterator[Filesystem]:
-    async with trio.open_nursery() as n:
-        filesystem = Filesystem(mem, _opts())
-        filesystem.start(n)
-        yield filesystem
-
-
-async def _errno(call: Awaitable[object]) -> int:
-    with pytest.raises(FsError) as exc:
-        await call
-    return exc.value.errno
+from tests.helpers.memfs import GID, PART, UID
+from tests.helpers.memfs import errno_of as _errno
+from tests.helpers.memfs import fs_options as _opts
 
 
 async def _create(fs: Filesystem, name: str, parent: int = ROOT_INODE,

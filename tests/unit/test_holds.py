@@ -5,42 +5,21 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 import trio.testing
 
-from s3mpfs.config import MiB, UploadConfig
 from s3mpfs.errors import FsError, StoreError
-from s3mpfs.fs import Filesystem, FsOptions, SetAttr
+from s3mpfs.fs import Filesystem, SetAttr
 from s3mpfs.inodes import ROOT_INODE
 from s3mpfs.store.memory import MemoryStore
 from tests.helpers.faults import FaultyStore
+from tests.helpers.memfs import GID, UID
+from tests.helpers.memfs import fs_options as _opts
 
-PART = 5 * MiB
-UID, GID = 1000, 1000
 EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 TEMP = ".data.bin.Xy3q9Z"
-
-
-def _opts(**kw: object) -> FsOptions:
-    upload = UploadConfig(part_size=PART, concurrency=2, memory_limit=8 * PART)
-    return FsOptions(upload=upload, uid=UID, gid=GID, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def mem() -> MemoryStore:
-    return MemoryStore()
-
-
-@pytest.fixture
-async def fs(mem: MemoryStore) -> AsyncIterator[Filesystem]:
-    async with trio.open_nursery() as n:
-        filesystem = Filesystem(mem, _opts())
-        filesystem.start(n)
-        yield filesystem
-        n.cancel_scope.cancel()
 
 
 async def _rsync_one(fs: Filesystem, data: bytes, mode: int = 0o640,

@@ -6,29 +6,20 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
-from s3mpfs.config import MiB, UploadConfig
-from s3mpfs.errors import AccessDenied, FsError
-from s3mpfs.fs import Filesystem, FsOptions, SetAttr
+from s3mpfs.errors import AccessDenied
+from s3mpfs.fs import Filesystem, SetAttr
 from s3mpfs.inodes import ROOT_INODE, Inode
 from s3mpfs.store.memory import MemoryStore
+from tests.helpers.memfs import GID, UID
+from tests.helpers.memfs import errno_of as _errno
+from tests.helpers.memfs import fs_options as _opts
 
-UID, GID = 1000, 1000
 T = 1_600_000_000  # a stored mtime far from "now"
-
-
-def _opts(**kw: object) -> FsOptions:
-    upload = UploadConfig(part_size=5 * MiB, concurrency=2, memory_limit=40 * MiB)
-    return FsOptions(upload=upload, uid=UID, gid=GID, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def mem() -> MemoryStore:
-    return MemoryStore()
 
 
 @pytest.fixture
@@ -47,12 +38,6 @@ def _fs(mem: MemoryStore, nursery: trio.Nursery, **kw: object) -> Filesystem:
 @pytest.fixture
 def fs(mem: MemoryStore, nursery: trio.Nursery) -> Filesystem:
     return _fs(mem, nursery)
-
-
-async def _errno(call: Awaitable[object]) -> int:
-    with pytest.raises(FsError) as exc:
-        await call
-    return exc.value.errno
 
 
 async def _ls(fs: Filesystem, ino: int = ROOT_INODE) -> dict[str, Inode]:

@@ -6,47 +6,21 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 import trio
 
 from s3mpfs import objcopy, xattrcodec
-from s3mpfs.config import MiB, UploadConfig
-from s3mpfs.errors import FsError
-from s3mpfs.fs import Filesystem, FsOptions, SetAttr
+from s3mpfs.fs import Filesystem, SetAttr
 from s3mpfs.inodes import METADATA_MAX, ROOT_INODE, Inode, metadata_size
 from s3mpfs.store.memory import MemoryStore
 from s3mpfs.xattrs import XATTR_CREATE, XATTR_REPLACE
+from tests.helpers.memfs import GID, UID
+from tests.helpers.memfs import errno_of as _errno
+from tests.helpers.memfs import fs_options as _opts
 
-UID, GID = 1000, 1000
 BINARY = bytes(range(256))
 FOREIGN = {"md5chksum": "1B2M2Y8AsgTpgAmY7PhCfg==", "application": "kept"}
-
-
-def _opts() -> FsOptions:
-    upload = UploadConfig(part_size=5 * MiB, concurrency=2, memory_limit=40 * MiB)
-    return FsOptions(upload=upload, uid=UID, gid=GID)
-
-
-@pytest.fixture
-def mem() -> MemoryStore:
-    return MemoryStore()
-
-
-@pytest.fixture
-async def fs(mem: MemoryStore) -> AsyncIterator[Filesystem]:
-    async with trio.open_nursery() as n:
-        filesystem = Filesystem(mem, _opts())
-        filesystem.start(n)
-        yield filesystem
-        n.cancel_scope.cancel()
-
-
-async def _errno(call: Awaitable[object]) -> int:
-    with pytest.raises(FsError) as exc:
-        await call
-    return exc.value.errno
 
 
 async def _stored(fs: Filesystem, name: str, data: bytes = b"data") -> Inode:
