@@ -8,6 +8,7 @@ tuned for.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import statistics
@@ -459,9 +460,14 @@ def write_outputs(out: Path, info: dict[str, Any], sz: Sizes, rows: list[dict[st
               f"{v['rclone']}; boto3 {v['boto3']}; {sz.rounds} round(s), median and min-max; "
               f"loadavg {info['loadavg_start']} -> {info['loadavg_end']} (shared 2-core "
               "machine)")
-    plot(rows, titles, out / "results.png", header)
-    if rss_long and rss_long.get("series"):
-        plot_rss(rss_long, out / "rss-10g.png")
+    # A run of many minutes must not end in an ImportError: the figures are in the tables.
+    charts = importlib.util.find_spec("matplotlib") is not None
+    if charts:
+        plot(rows, titles, out / "results.png", header)
+        if rss_long and rss_long.get("series"):
+            plot_rss(rss_long, out / "rss-10g.png")
+    else:
+        notes = [*notes, "charts not drawn: matplotlib is missing (pip install -e '.[bench]')"]
     table = markdown_table(rows, titles)
     goal_lines = [f"| {g['goal']} | **{g['status']}** | {g['detail']} |" for g in goals]
     md = [
@@ -573,5 +579,6 @@ def write_outputs(out: Path, info: dict[str, Any], sz: Sizes, rows: list[dict[st
         log(f"  {g['status']:<4}  {g['goal']}: {g['detail']}")
     log(f"\nloadavg at start {info['loadavg_start']}, at end {info['loadavg_end']}; "
         f"{info['minutes']} min")
-    log(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}"
-        + (f", {out / 'rss-10g.png'}" if rss_long and rss_long.get("series") else ""))
+    log(f"wrote {out / 'results.md'}, {out / 'results.json'}"
+        + (f", {out / 'results.png'}" if charts else " (no charts: matplotlib is missing)")
+        + (f", {out / 'rss-10g.png'}" if charts and rss_long and rss_long.get("series") else ""))
