@@ -95,7 +95,10 @@ class QuickHeads:
             raise botocore.exceptions.ClientError(answer, "HeadObject")
         if status != 200:
             return None
-        return _result(response.headers)
+        try:
+            return _result(response.headers)
+        except (KeyError, ValueError, TypeError, OverflowError):
+            return None  # a header missing or malformed: let boto3 judge the answer
 
 
 def _result(headers: Any) -> dict[str, Any]:
