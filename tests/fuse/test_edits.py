@@ -144,8 +144,11 @@ def test_truncate_to_a_petabyte_is_efbig_at_once(mount: Mount, s3: Any, bucket: 
 
 def test_truncate_20g_is_interrupted_by_sigint(mount: Mount, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="grow.bin", Body=b"old object")
+    # Ctrl-C's SIGINT at its default action even where the test run was started with `&`
+    # by a shell without job control, which makes every child ignore SIGINT (POSIX).
     proc = subprocess.Popen(["truncate", "-s", "20G", str(mount.mountpoint / "grow.bin")],
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: os.stat(mount.mountpoint / "grow.bin").st_size > 16 * MiB, 60,
              "the fill under way")
     assert proc.poll() is None
