@@ -31,7 +31,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import trio
@@ -101,6 +101,7 @@ class Filesystem:
         # Our mount's ID in /proc/<pid>/fdinfo (mount.py sets it once mounted): lets flush tell
         # a forked child's close from the opener's (openers.py). None: every flush commits.
         self.mount_id: int | None = None
+        self.stopping = False  # SIGTERM/SIGINT: a long zero-fill stops at its next MiB
 
     def start(self, nursery: trio.Nursery) -> None:
         """Part uploads run as tasks in this nursery, which must outlive every handle.
@@ -173,7 +174,7 @@ class Filesystem:
             if inode.is_dir:
                 raise FsError(errno.EISDIR)
             if writer is not None:
-                await writer.truncate(attr.size, lambda: openers.signal_pending(pid))
+                await writer.truncate(attr.size, self._interrupted(pid))
                 inode.mtime_ns = time.time_ns()  # ftruncate(2) changes the mtime too
             else:
                 await self._truncate_closed(inode, attr.size, pid)
@@ -201,7 +202,7 @@ class Filesystem:
         existing = Existing(inode.etag, inode.size) if inode.etag is not None else None
         upload = self._new_upload(inode, existing)
         try:
-            await upload.truncate(size, lambda: openers.signal_pending(pid))
+            await upload.truncate(size, self._interrupted(pid))
             inode.etag = await upload.commit()
             inode.size = upload.size
         finally:
@@ -386,8 +387,7 @@ class Filesystem:
         if not isinstance(handle, WriteHandle):
             raise FsError(errno.EBADF)
         # pyfuse3 gives write no caller: a long zero-fill asks the opener (zerofill.py)
-        written = await handle.upload.write(
-            offset, data, lambda: openers.signal_pending(handle.opener))
+        written = await handle.upload.write(offset, data, self._interrupted(handle.opener))
         handle.inode.mtime_ns = handle.inode.ctime_ns = time.time_ns()
         return written
 
@@ -497,6 +497,11 @@ class Filesystem:
         return {"f_bsize": block, "f_frsize": block, "f_blocks": blocks, "f_bfree": blocks,
                 "f_bavail": blocks, "f_files": 2**32, "f_ffree": 2**32, "f_favail": 2**32,
                 "f_namemax": 255}
+
+    def _interrupted(self, pid: int | None) -> Callable[[], bool]:
+        """For a long zero-fill: has its caller a signal pending, or is the mount stopping?
+        (pyfuse3.main() returns only once every request has answered.)"""
+        return lambda: self.stopping or openers.signal_pending(pid)
 
     async def shutdown(self) -> None:
         """The mount is going away: uploads still open are aborted, not completed with

@@ -166,6 +166,7 @@ async def _serve(fs: Filesystem, ops: Operations, device: str | None, where: str
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("%s received: unmounting", signal.Signals(signum).name)
+                    fs.stopping = True
                     pyfuse3.terminate()
 
         nursery.start_soon(on_signals)

@@ -40,7 +40,8 @@ def chunks(key: str, count: int, failed: Callable[[], BaseException | None],
     while done < count:
         error = failed()
         if error is None and interrupted():
-            error = FsError(errno.EINTR, "the calling process was interrupted")
+            error = FsError(errno.EINTR, "interrupted (a signal for the calling process, or "
+                            "the mount is stopping)")
         if error is not None:
             log.error("%s: zero-fill stopped after %d of %d bytes: %s; the upload is aborted "
                       "and S3 keeps its previous object (if any)", key, done, count, error)

@@ -163,6 +163,32 @@ def test_truncate_20g_is_interrupted_by_sigint(mount: Mount, s3: Any, bucket: st
         assert time.monotonic() < deadline, "the fill's multipart upload was not aborted"
 
 
+def test_sigterm_stops_a_long_fill_and_the_daemon(mount: Mount, s3: Any, bucket: str) -> None:
+    """`systemctl stop` during `truncate -s 20G`: the daemon stops the fill at its next MiB
+    (pyfuse3 ends only when every request has answered, so it waited for all 20 GiB), aborts
+    the upload, unmounts and exits 0; S3 keeps the old object."""
+    s3.put_object(Bucket=bucket, Key="grow.bin", Body=b"old object")
+    proc = subprocess.Popen(["truncate", "-s", "20G", str(mount.mountpoint / "grow.bin")],
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: "grow.bin" in str(s3.list_multipart_uploads(Bucket=bucket)), 60,
+                 "the fill's multipart upload")
+        daemon = mount.proc
+        assert daemon is not None
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)  # uninterrupted, the fill takes minutes
+        assert daemon.returncode == 0, mount.log()
+        proc.wait(timeout=60)
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "zero-fill stopped" in mount.log()
+    assert object_bytes(s3, bucket, "grow.bin") == b"old object"
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
 @pytest.mark.parametrize("old", [b"old object", None])
 def test_failed_part_stops_the_fill_and_keeps_the_old_object(
         proxied_mount: Mount, proxy: S3Proxy, s3: Any, bucket: str,
