@@ -175,7 +175,7 @@ class Filesystem:
                 raise FsError(errno.EISDIR)
             if writer is not None:
                 await writer.truncate(attr.size, self._interrupted(pid))
-                inode.mtime_ns = time.time_ns()  # ftruncate(2) changes the mtime too
+                inode.mtime_ns = inode.ctime_ns = time.time_ns()  # ftruncate(2): both move
             else:
                 await self._truncate_closed(inode, attr.size, pid)
         if not inode.known and writer is None:

@@ -59,12 +59,14 @@ class Links:
         inode.mtime_ns, inode.size = time.time_ns(), len(body)
         inode.etag = await self.store.put(self.names.key(inode), body,
                                           metadata=inode.metadata())
-        return self._stored_new(inode)
+        return self._stored_new(inode, parent)
 
-    def _stored_new(self, inode: Inode) -> Inode:
+    def _stored_new(self, inode: Inode, parent: Inode) -> Inode:
         """A new object this mount just stored under inode.path (its etag set): S3 holds its
-        attributes, the caches show it, and the kernel takes a reference."""
+        attributes, the caches show it, its directory's mtime and ctime move, and the kernel
+        takes a reference."""
         inode.attrs_stored()
+        parent.entries_changed()
         inode.committed_at = time.monotonic()
         self.names.renew(inode)
         self.names.created(inode.path, DirEntry(inode.path.rpartition("/")[2], Kind.FILE,
@@ -158,7 +160,7 @@ class Links:
         copy.etag = await copy_object(self.store, self.names.key(inode), self.names.key(copy),
                                       size=inode.size, etag=inode.etag,
                                       metadata=inode.metadata())
-        self._stored_new(copy)
+        self._stored_new(copy, parent)
         log.info("link %s -> %s: stored as an independent copy (--hard-links copy)",
                  path, inode.path)
         return copy

@@ -376,13 +376,13 @@ async def test_truncate_of_a_closed_file(fs: Filesystem, mem: MemoryStore) -> No
     assert mem.objects["f"].metadata["mode"] == str(stat.S_IFREG | 0o600)
 
 
-async def test_ftruncate_updates_the_mtime(fs: Filesystem, mem: MemoryStore) -> None:
-    await mem.put("f", b"contents", metadata={"mtime": "1700000000"})
+async def test_ftruncate_updates_the_mtime_and_ctime(fs: Filesystem, mem: MemoryStore) -> None:
+    await mem.put("f", b"contents", metadata={"mtime": "1700000000", "ctime": "1700000000"})
     inode = await fs.lookup(ROOT_INODE, "f")
     fh = await fs.open(inode.ino, os.O_WRONLY)
     before = time.time_ns()
     await fs.setattr(inode.ino, SetAttr(size=3), fh)
-    assert inode.mtime_ns >= before
+    assert inode.mtime_ns >= before and inode.ctime >= before
     await fs.flush(fh)
     await fs.release(fh)
     assert mem.objects["f"].data == b"con"

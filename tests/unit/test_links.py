@@ -118,6 +118,23 @@ async def test_rename_and_unlink_of_a_link(fs: Filesystem, mem: MemoryStore,
 # -- special files -------------------------------------------------------------------------
 
 
+async def test_symlink_mknod_and_link_move_their_directorys_mtime_and_ctime(
+        mem: MemoryStore, nursery: trio.Nursery) -> None:
+    fs = _fs(mem, nursery, hard_links="copy")
+    d = await fs.mkdir(ROOT_INODE, "d", 0o755, UID, GID)
+    f, fh = await fs.create(d.ino, "f", 0o644, UID, GID)
+    await fs.release(fh)
+    for step in ("symlink", "mknod", "link"):
+        d.mtime_ns = d.ctime_ns = T * 10**9
+        if step == "symlink":
+            await fs.links.symlink(d.ino, "l", b"f", UID, GID)
+        elif step == "mknod":
+            await fs.links.mknod(d.ino, "p", stat.S_IFIFO | 0o600, 0, UID, GID)
+        else:
+            await fs.links.link(f.ino, d.ino, "h")
+        assert d.mtime_ns > T * 10**9 and d.ctime_ns is not None and d.ctime_ns > T * 10**9
+
+
 async def test_mknod_fifo_socket_device_and_regular(
         fs: Filesystem, mem: MemoryStore, nursery: trio.Nursery) -> None:
     fifo = await fs.links.mknod(ROOT_INODE, "fifo", stat.S_IFIFO | 0o640, 0, UID, GID)
