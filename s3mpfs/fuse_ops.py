@@ -82,7 +82,7 @@ class Operations(pyfuse3.Operations):
         # Attributes whose x-amz-meta was not read (a HEAD failed) are not to be cached.
         a.entry_timeout = a.attr_timeout = self.fs.opts.metadata_ttl if inode.known else 0
         a.st_mode = inode.mode
-        a.st_nlink = 2 if inode.is_dir else 1
+        a.st_nlink = 0 if inode.unlinked else 2 if inode.is_dir else 1
         a.st_uid, a.st_gid = inode.uid, inode.gid
         a.st_size = size
         a.st_blksize = BLOCK_SIZE

@@ -98,6 +98,7 @@ class Inode:
     etag: str | None = None
     lookups: int = 0
     open_handles: int = 0
+    unlinked: bool = False  # its name is gone (unlink, rmdir, replaced by a rename): nlink 0
     status: Status = Status.LISTED
     expiry: Expiry = field(default_factory=Expiry)
     committed_at: float = 0.0  # monotonic time this mount last stored the object
@@ -304,6 +305,7 @@ class InodeTable:
 
     def unlink(self, inode: Inode) -> None:
         """The name is gone; the number lives on until forgotten and closed."""
+        inode.unlinked = True
         self._drop_path(inode)
         inode.expiry.expire()
         self._maybe_free(inode)
