@@ -218,7 +218,7 @@ class Namespace:
         inode = self.inodes.by_path(path)
         now = time.monotonic()
         if inode is not None and (inode.status.writing or inode.status.changed
-                                  or inode.ino == 1
+                                  or inode.ino == ROOT_INODE
                                   or (inode.expiry.fresh(now) and inode.known)):
             return inode
         parent, _, name = path.rpartition("/")

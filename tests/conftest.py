@@ -7,6 +7,7 @@ Tests that need something some servers lack say so with @pytest.mark.needs("capa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.s3proxy import S3Proxy
 from tests.helpers.servers import (
     CAPABILITIES,
     CREDENTIALS,
@@ -135,3 +137,27 @@ def mount(fuse: None, bucket: str, server: S3Server, tmp_path: Path) -> Iterator
     assert code == 0, f"s3mpfs exited with {code}:\n{m.log()}"
     assert "Traceback" not in m.log(), m.log()
 
+
+def needs_proxy(server: S3Server) -> None:
+    """Skip unless the server answers through a local proxy (not AWS: it routes by Host)."""
+    if not server.has("any_host_header"):
+        pytest.skip(server.why_not("any_host_header"))
+
+
+@contextlib.contextmanager
+def running_proxy(server: S3Server) -> Iterator[S3Proxy]:
+    """A counting, fault-injecting HTTP proxy in front of the S3 server (its own process),
+    stopped by PID at the end."""
+    needs_proxy(server)
+    p = S3Proxy(server.url)
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def proxy(server: S3Server) -> Iterator[S3Proxy]:
+    with running_proxy(server) as p:
+        yield p

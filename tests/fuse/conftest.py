@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.s3proxy import S3Proxy
-from tests.helpers.servers import Mount, S3Server
+from tests.helpers.servers import Mount
 
 # Lines test modules want shown after the run (test_faults.py: its tally of faults/outcomes).
 SUMMARY_LINES: list[str] = []
@@ -28,24 +28,6 @@ def hand_over(fd: int, then_write: Path) -> subprocess.Popen[bytes]:
     `then_write` to it and exits: it writes on after the opener's own close()."""
     return subprocess.Popen(["bash", "-c", f"read go && cat {then_write} >&{fd}"],
                             pass_fds=(fd,), stdin=subprocess.PIPE)
-
-
-def needs_proxy(server: S3Server) -> None:
-    """Skip unless the server answers through a local proxy (not AWS: it routes by Host)."""
-    if not server.has("any_host_header"):
-        pytest.skip(server.why_not("any_host_header"))
-
-
-@pytest.fixture
-def proxy(server: S3Server) -> Iterator[S3Proxy]:
-    """A counting, fault-injecting HTTP proxy in front of the S3 server (its own process)."""
-    needs_proxy(server)
-    p = S3Proxy(server.url)
-    try:
-        p.start()
-        yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture

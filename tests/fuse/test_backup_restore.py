@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from s3mpfs import xattrcodec
+from tests.fuse.test_links import make_tree as tree_with_links
 from tests.helpers.servers import Mount
 
 T = 1_500_000_000  # fixed past times, far from "now"
@@ -42,19 +43,14 @@ def sh(cmd: str) -> str:
 
 
 def make_tree(src: Path) -> None:
-    (src / "sub" / "deeper").mkdir(parents=True)
-    (src / "file.txt").write_bytes(b"hello\n")
-    (src / "sub" / "blob.bin").write_bytes(os.urandom(70_000))
+    """test_links' tree (files with modes and owners, relative, absolute and dangling links, a
+    link to a directory, a FIFO) plus an empty file with an owner, a deeper directory and
+    binary user.* xattrs on files and a directory."""
+    tree_with_links(src)
+    (src / "sub" / "deeper").mkdir()
     (src / "sub" / "deeper" / "x").write_bytes(b"x")
-    (src / "private").write_bytes(b"key")
-    os.chmod(src / "private", 0o600)
+    (src / "sub" / "blob.bin").write_bytes(os.urandom(70_000))
     (src / "empty").touch()
-    os.symlink("file.txt", src / "rel")
-    os.symlink("/etc/hostname", src / "abs")
-    os.symlink("no/such/target", src / "dangling")
-    os.symlink("sub", src / "dirlink")
-    os.symlink("../file.txt", src / "sub" / "up")
-    os.mkfifo(src / "fifo", 0o640)
     os.setxattr(src / "file.txt", "user.bin", BINARY)
     os.setxattr(src / "file.txt", "user.mime_type", b"text/plain")
     os.setxattr(src / "empty", "user.zero", b"\x00")
@@ -62,7 +58,6 @@ def make_tree(src: Path) -> None:
     os.setxattr(src / "sub", "user.dir", b"\xff\xfe")
     if ROOT:
         os.chown(src / "empty", 1234, 2345)
-        os.chown(src / "rel", 1234, 2345, follow_symlinks=False)
     # Every entry its own mtime (links' own included), deepest first, then the root.
     for i, p in enumerate(sorted(src.rglob("*"), reverse=True)):
         os.utime(p, ns=(T * 10**9 + i, T * 10**9 + i * 1_000_000_007), follow_symlinks=False)

@@ -41,7 +41,8 @@ from typing import Any
 import pytest
 
 from s3mpfs.store.markers import MARKER_PREFIX, marker_key
-from tests.fuse.conftest import SUMMARY_LINES, needs_proxy
+from tests.conftest import running_proxy
+from tests.fuse.conftest import SUMMARY_LINES
 from tests.helpers.s3proxy import S3Proxy
 from tests.helpers.servers import CREDENTIALS, Buckets, MotoServer, Mount, fuse_unavailable
 
@@ -192,13 +193,8 @@ def tally() -> Iterator[Tally]:
 
 @pytest.fixture(scope="module")
 def fault_proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
-    needs_proxy(moto_server)
-    p = S3Proxy(moto_server.url)
-    try:
-        p.start()
+    with running_proxy(moto_server) as p:
         yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ asked again through boto3 (whose errors are mapped in one place)."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,18 +21,6 @@ KEYS = ["plain", "dir/a b+c~d=e&f?g#h.txt", "ümlaut/日本語", "100% real", "x
 MEMBERS = ("ContentLength", "ETag", "LastModified", "Metadata", "ContentType", "StorageClass",
            "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage",
            "Expires", "ChecksumCRC32")
-
-
-@pytest.fixture
-def proxy(server: S3Server) -> Iterator[S3Proxy]:
-    if not server.has("any_host_header"):
-        pytest.skip(server.why_not("any_host_header"))
-    p = S3Proxy(server.url)
-    try:
-        p.start()
-        yield p
-    finally:
-        p.stop()
 
 
 def _put(s3: Any, bucket: str, key: str) -> None:

@@ -8,7 +8,7 @@ import errno
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from s3mpfs.store.boto import BotoStore
 from s3mpfs.store.memory import MemoryStore
 from tests.helpers.faults import FaultyStore
 from tests.helpers.s3proxy import S3Proxy
-from tests.helpers.servers import MotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PART = 5 * MiB
@@ -289,16 +288,6 @@ async def _errno(call: Any) -> int:
 
 
 # -- S3 request log ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def proxy(moto_server: MotoServer) -> Iterator[S3Proxy]:
-    p = S3Proxy(moto_server.url)
-    try:
-        p.start()
-        yield p
-    finally:
-        p.stop()
 
 
 async def test_retries_are_logged_as_warnings(proxy: S3Proxy, bucket: str,
