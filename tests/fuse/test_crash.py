@@ -28,7 +28,7 @@ import pytest
 from s3mpfs.status import find_mount
 from s3mpfs.store.markers import MARKER_PREFIX, marker_key
 from tests.helpers.s3proxy import S3Proxy
-from tests.helpers.servers import CREDENTIALS, MotoServer, Mount, wait_for
+from tests.helpers.servers import CREDENTIALS, MotoServer, Mount, mounted_at, wait_for
 
 MiB = 1024 * 1024
 BIG = 200 * MiB
@@ -324,3 +324,22 @@ def test_sigterm_aborts_open_overwrite_and_keeps_closed_files(
                for line in log.splitlines()), log
     assert any("replaced.bin" in line and "aborted" in line and " WARNING " in line
                for line in log.splitlines()), log
+
+
+def test_the_test_mount_helper_unmounts_a_killed_daemons_mount(
+        fuse: None, bucket: str, server: Any, tmp_path: Path) -> None:
+    """A daemon killed with -9 leaves a dead mount that os.path.ismount cannot see once the
+    kernel asks the daemon (ENOTCONN; --metadata-ttl 0: at once): Mount.unmount(), every FUSE
+    test's teardown, must still remove it, or tests leak mounts."""
+    m = Mount(bucket, tmp_path / "mnt", server.url, tmp_path / "s3mpfs.log",
+              extra=["--metadata-ttl", "0"])
+    m.start()
+    try:
+        assert m.proc is not None
+        m.proc.kill()
+        m.proc.wait()
+        assert not os.path.ismount(m.mountpoint) and mounted_at(m.mountpoint)
+        assert m.unmount() == -signal.SIGKILL
+        assert not mounted_at(m.mountpoint)
+    finally:
+        lazy_unmount(m.mountpoint)

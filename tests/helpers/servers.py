@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from s3mpfs.status import find_mount
+
 # What a server may lack. Tests say what they need with @pytest.mark.needs("name") (skipped,
 # with this text as the reason, on a server that lacks it) or ask `server.has("name")`.
 CAPABILITIES = {
@@ -282,6 +284,12 @@ def fuse_unavailable() -> str | None:
     return None
 
 
+def mounted_at(path: Path) -> bool:
+    """Whether the kernel has a mount at `path`, also a dead FUSE mount (its daemon killed:
+    stat gives ENOTCONN, so os.path.ismount says False and the mount would leak)."""
+    return find_mount(str(path)) is not None
+
+
 class Mount:
     """`python -m s3mpfs BUCKET MNT -f ...` as a subprocess, with its log in a file."""
 
@@ -345,7 +353,7 @@ class Mount:
         if self.proc is None:
             return 0
         proc, self.proc = self.proc, None
-        if os.path.ismount(self.mountpoint):
+        if mounted_at(self.mountpoint):
             subprocess.run(
                 ["fusermount3", "-u", str(self.mountpoint)], check=False, capture_output=True
             )
@@ -358,7 +366,7 @@ class Mount:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if os.path.ismount(self.mountpoint):  # daemon died without unmounting
+        if mounted_at(self.mountpoint):  # daemon died without unmounting
             subprocess.run(
                 ["fusermount3", "-u", "-z", str(self.mountpoint)], check=False, capture_output=True
             )
