@@ -69,13 +69,6 @@ def differences(src: Path, other: Path) -> list[str]:
     return sh(f"rsync -aXi --dry-run {src}/ {other}/").splitlines()
 
 
-def remount(mount: Mount) -> None:
-    code = mount.unmount()
-    assert code == 0, mount.log()
-    assert "Traceback" not in mount.log(), mount.log()
-    mount.start()
-
-
 @pytest.fixture(autouse=True)
 def _needs_tools() -> None:
     for tool in ("rsync", "tar", "setfattr"):
@@ -105,7 +98,7 @@ def test_a_real_tree_goes_in_and_comes_back_exactly(
     assert s3.get_object(Bucket=bucket, Key="backup/dangling")["Body"].read() == \
         b"no/such/target"
 
-    remount(mount)
+    mount.remount()
     sh(back.format(src=dst, dst=restored))
     assert differences(src, restored) == []
     assert os.getxattr(restored / "file.txt", "user.bin") == BINARY

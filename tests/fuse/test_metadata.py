@@ -32,13 +32,6 @@ def ok(cmd: str) -> str:
     return r.stdout
 
 
-def remount(mount: Mount, *extra: str) -> None:
-    code = mount.unmount()
-    assert code == 0, mount.log()
-    mount.extra = [*mount.extra, *extra]
-    mount.start()
-
-
 @pytest.fixture(autouse=True)
 def _needs_attr_tools() -> None:
     if shutil.which("setfattr") is None:
@@ -74,7 +67,7 @@ def test_setfattr_getfattr_binary_values(mount: Mount, s3: Any, bucket: str) -> 
             os.setxattr(f, name, b"x")
         assert exc.value.errno == code, name
     ok(f"setfattr -x user.text {f}")
-    remount(mount)
+    mount.remount()
     assert sorted(os.listxattr(f)) == ["user.bin", "user.empty"]
     assert os.getxattr(f, "user.bin") == BINARY
     assert f.read_bytes() == b"data"
@@ -118,7 +111,7 @@ def test_ctime_moves_on_chmod_and_atime_survives_a_remount(mount: Mount) -> None
     atime = 981173106_500_000_000
     assert os.stat(f).st_atime_ns == atime
     assert f.read_bytes() == b"data"  # noatime: reading does not move it
-    remount(mount)
+    mount.remount()
     st = os.stat(f)
     assert (st.st_atime_ns, st.st_mtime_ns) == (atime, 1_500_000_000 * 10**9)
     assert st.st_ctime_ns >= after.st_ctime_ns

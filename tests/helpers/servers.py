@@ -348,6 +348,14 @@ class Mount:
         except FileNotFoundError:
             return ""
 
+    def remount(self) -> None:
+        """Unmount (the daemon must exit 0, with no traceback in its log) and mount again: a
+        fresh daemon knows only what S3 holds."""
+        code = self.unmount()
+        assert code == 0, f"s3mpfs exited with {code}:\n{self.log()}"
+        assert "Traceback" not in self.log(), self.log()
+        self.start()
+
     def unmount(self, timeout: float = 60) -> int:
         """fusermount3 -u, then wait for the daemon to exit; returns its exit code."""
         if self.proc is None:
